@@ -1,0 +1,108 @@
+"""One decode per clip: stream a video once; callers take tiny frames (for shot detection) from every frame
+and analysis-size frames (for every classical scorer) at a fixed sampling rate.
+
+Frames are converted by FFmpeg's swscale straight to the small size (``VideoFrame.reformat``), so the cost over
+a bare decode is a small-image conversion per frame, not a full-size RGB copy.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+import av
+import cv2
+import numpy as np
+
+from curation.media.probe import MediaError
+
+
+class DecodedFrame:
+    """A decoded frame, converted to small BGR arrays only when asked (swscale does the resize)."""
+
+    __slots__ = ("index", "_frame", "_source_size")
+
+    def __init__(self, index: int, frame: av.VideoFrame, source_size: tuple[int, int]) -> None:
+        self.index = index
+        self._frame = frame
+        self._source_size = source_size
+
+    def bgr(self, max_side: int) -> np.ndarray:
+        """The frame as BGR uint8 with its long side at most ``max_side``."""
+        w, h = scaled_size(*self._source_size, max_side)
+        return self._frame.reformat(w, h, "bgr24", interpolation="AREA").to_ndarray()
+
+
+def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Even width/height with the long side at most ``max_side``, aspect kept."""
+    s = min(1.0, max_side / max(width, height))
+    return max(2, int(round(width * s / 2)) * 2), max(2, int(round(height * s / 2)) * 2)
+
+
+def is_sampled(index: int, fps: float, sample_fps: float, start: int = 0) -> bool:
+    """Whether frame ``index`` is an analysis frame of a clip starting at ``start`` (its first frame always is).
+
+    Sampling is relative to the clip's start, so the shot pass and a later per-clip pass pick the same frames.
+    """
+    k = index - start
+    if sample_fps >= fps or k == 0:
+        return True
+    return int(k * sample_fps // fps) != int((k - 1) * sample_fps // fps)
+
+
+def video_fps(stream: av.VideoStream) -> float:
+    rate = stream.average_rate or stream.guessed_rate
+    return float(rate) if rate else 0.0
+
+
+def decode_video(path: str, start_frame: int = 0, end_frame: int | None = None) -> Iterator[DecodedFrame]:
+    """Decode ``[start_frame, end_frame)`` once, in order.
+
+    Raises ``MediaError`` when the container cannot be read; a stream that breaks mid-way raises ``MediaError``
+    naming the last good frame, so callers can keep what decoded.
+    """
+    try:
+        container = av.open(path)
+    except av.FFmpegError as e:
+        raise MediaError(f"cannot open as a media container: {e}") from e
+    with container:
+        if not container.streams.video:
+            raise MediaError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = video_fps(stream)
+        if not fps > 0:
+            raise MediaError("video stream has no frame rate")
+        size = (stream.codec_context.width, stream.codec_context.height)
+        time_base = float(stream.time_base) if stream.time_base else 1.0 / fps
+        t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        if start_frame > 0:
+            # Seek to the keyframe before the clip; frame indices then come from timestamps.
+            container.seek(int((start_frame / fps + t0) / time_base), stream=stream, backward=True)
+        index = -1
+        try:
+            for frame in container.decode(stream):
+                if start_frame > 0 and frame.pts is not None:
+                    index = int(round((frame.pts * time_base - t0) * fps))
+                else:
+                    index += 1
+                if index < start_frame:
+                    continue
+                if end_frame is not None and index >= end_frame:
+                    break
+                yield DecodedFrame(index, frame, size)
+        except av.FFmpegError as e:
+            raise MediaError(f"decode failed after frame {index}: {e}") from e
+
+
+def image_analysis_frame(image: np.ndarray, max_side: int) -> np.ndarray:
+    """An image resized (area filter) to the analysis size."""
+    h, w = image.shape[:2]
+    aw, ah = scaled_size(w, h, max_side)
+    if (aw, ah) == (w, h):
+        return image
+    return cv2.resize(image, (aw, ah), interpolation=cv2.INTER_AREA)
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise MediaError("JPEG encoding failed")
+    return buf.tobytes()

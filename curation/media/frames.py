@@ -1,0 +1,64 @@
+"""The in-memory unit every classical scorer works on: one clip's sampled, downscaled frames.
+
+A clip is decoded once (see ``curation.media.decode``); every scorer receives the same ``ClipFrames`` so that
+adding a scorer never adds a decode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClipFrames:
+    """Sampled frames of one clip (or one image) at analysis resolution.
+
+    Attributes:
+        clip_id: key of the clip in the ``clips`` table.
+        media_type: ``"video"`` or ``"image"``.
+        source_fps: frame rate of the source video (0.0 for an image).
+        sample_fps: rate at which ``frames`` were sampled (0.0 for an image).
+        source_width, source_height: size of the source media in pixels.
+        frames: ``(N, H, W, 3)`` uint8, BGR (OpenCV order), downscaled so the long side is at most the
+            configured analysis size, aspect ratio kept. ``N == 1`` for an image.
+        frame_indices: ``(N,)`` int64, index of each sampled frame in the source video.
+        start_frame, end_frame: the clip's span in source frames (end exclusive; 0, 1 for an image).
+    """
+
+    clip_id: str
+    media_type: str
+    source_fps: float
+    sample_fps: float
+    source_width: int
+    source_height: int
+    frames: np.ndarray
+    frame_indices: np.ndarray
+    start_frame: int = 0
+    end_frame: int = 1
+
+    def __post_init__(self) -> None:
+        if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
+            raise ValueError(f"frames must be (N, H, W, 3) uint8, got {self.frames.shape} {self.frames.dtype}")
+        if len(self.frame_indices) != len(self.frames):
+            raise ValueError("frame_indices and frames differ in length")
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the clip in seconds (0.0 for an image)."""
+        return (self.end_frame - self.start_frame) / self.source_fps if self.source_fps > 0 else 0.0
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def scale(self) -> float:
+        """Analysis pixels per source pixel (<= 1)."""
+        return self.frames.shape[2] / float(self.source_width)
+
+    def gray(self) -> np.ndarray:
+        """``(N, H, W)`` uint8 luma (BT.601, as OpenCV computes it)."""
+        # Weights as cv2.COLOR_BGR2GRAY, vectorised over all frames at once.
+        f = self.frames.astype(np.float32)
+        return np.clip(f[..., 0] * 0.114 + f[..., 1] * 0.587 + f[..., 2] * 0.299 + 0.5, 0, 255).astype(np.uint8)

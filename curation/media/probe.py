@@ -1,0 +1,133 @@
+"""Probing media files: content hash, container sniffing and stream metadata, with errors that say what is wrong."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import av
+import cv2
+import numpy as np
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+
+# Magic numbers of image formats: content that is an image whatever the file is called.
+_IMAGE_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"\xff\xd8\xff": "jpeg",
+    b"BM": "bmp",
+    b"II*\x00": "tiff",
+    b"MM\x00*": "tiff",
+}
+
+
+class MediaError(Exception):
+    """A file that cannot be used, with a message fit for the ``error`` column."""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    media_type: str  # "video" | "image"
+    container: str
+    codec: str
+    fps: float
+    width: int
+    height: int
+    num_frames: int
+    duration_s: float
+
+
+def content_hash(path: str, chunk_bytes: int = 1 << 20) -> str:
+    """128-bit BLAKE2b of the file's bytes, hex: the ``video_id``."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sniff_image_format(head: bytes) -> str | None:
+    """Image format named by the first bytes, or None."""
+    for magic, name in _IMAGE_MAGIC.items():
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def probe(path: str, min_side: int = 16) -> ProbeResult:
+    """Metadata of an image or video file; raises ``MediaError`` naming the problem.
+
+    A video must open, hold a video stream, be at least ``min_side`` pixels on each side and decode its first
+    frame. The extension must agree with the content (an image named ``.mp4`` is rejected, not guessed).
+    """
+    if not os.path.exists(path):
+        raise MediaError("file not found")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise MediaError("empty file (0 bytes)")
+    ext = os.path.splitext(path)[1].lower()
+    with open(path, "rb") as f:
+        head = f.read(32)
+    image_format = sniff_image_format(head)
+    if ext in VIDEO_EXTENSIONS and image_format is not None:
+        raise MediaError(f"content is a {image_format.upper()} image but the extension {ext} says video")
+    if ext in IMAGE_EXTENSIONS or image_format is not None:
+        if image_format is None:
+            raise MediaError(f"extension {ext} says image but the content is not a known image format")
+        return _probe_image(path, image_format, min_side)
+    return _probe_video(path, min_side)
+
+
+def _probe_image(path: str, image_format: str, min_side: int) -> ProbeResult:
+    image = read_image(path)
+    h, w = image.shape[:2]
+    if min(h, w) < min_side:
+        raise MediaError(f"resolution {w}x{h} below the minimum side of {min_side} px")
+    return ProbeResult("image", image_format, image_format, 0.0, w, h, 1, 0.0)
+
+
+def read_image(path: str) -> np.ndarray:
+    """BGR uint8 image; ``MediaError`` when it does not decode."""
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise MediaError("image does not decode (corrupt or unsupported)")
+    return image
+
+
+def _probe_video(path: str, min_side: int) -> ProbeResult:
+    try:
+        container = av.open(path)
+    except av.FFmpegError as e:
+        raise MediaError(f"cannot open as a media container: {e}") from e
+    with container:
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise MediaError(f"no video stream (streams: {', '.join(kinds)})")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        width, height = int(ctx.width or 0), int(ctx.height or 0)
+        if min(width, height) < min_side:
+            raise MediaError(f"resolution {width}x{height} below the minimum side of {min_side} px")
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        if not fps > 0:
+            raise MediaError("video stream has no frame rate")
+        duration_s = 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration_s = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration_s = container.duration / av.time_base
+        num_frames = int(stream.frames) if stream.frames else int(round(duration_s * fps))
+        try:
+            first = next(container.decode(stream), None)
+        except av.FFmpegError as e:
+            raise MediaError(f"first frame does not decode: {e}") from e
+        if first is None:
+            raise MediaError("video stream holds no decodable frame")
+        fmt = container.format.name.split(",")[0]
+        return ProbeResult("video", fmt, ctx.name, fps, width, height, num_frames, duration_s or num_frames / fps)

@@ -1,0 +1,1 @@
+"""curation/stages package."""

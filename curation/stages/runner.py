@@ -1,0 +1,176 @@
+"""Runs a per-item function over pending work on Ray Data and commits its output rows to the lake.
+
+Workers return rows for one or more tables (the shot pass writes ``clips`` and several ``stages/<name>``
+tables from one decode). Rows travel back as Arrow IPC inside a two-column Arrow batch (table name, IPC bytes),
+so nothing is pickled, and the driver commits them through ``KeyedWriter`` every ``commit_every`` items, in
+``commit_order``: a table listed last (``clips``) marks its item as done, so a crash between commits only
+causes a redo whose rows the writers drop as already present.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from curation.lake.schemas import schema_for
+from curation.lake.tables import KeyedWriter, Lake, conform
+
+log = logging.getLogger(__name__)
+
+Rows = dict[str, list[dict[str, Any]]]
+"""Output of one work item: table name -> rows."""
+
+WorkFn = Callable[[dict[str, Any]], Rows]
+ErrorFn = Callable[[dict[str, Any], str], Rows]
+
+_TRANSPORT = pa.schema([("table", pa.string()), ("ipc", pa.binary())])
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start (or join) Ray once per process: the embedded local Ray when ``address`` is None."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING",
+                 configure_logging=True, log_to_driver=True)
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = True
+
+
+def _pack(rows: Rows) -> pa.Table:
+    tables, blobs = [], []
+    for table, table_rows in rows.items():
+        if not table_rows:
+            continue
+        data = pa.Table.from_pylist(table_rows, schema=schema_for(table))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, data.schema) as w:
+            w.write_table(data)
+        tables.append(table)
+        blobs.append(sink.getvalue().to_pybytes())
+    return pa.table({"table": pa.array(tables, pa.string()), "ipc": pa.array(blobs, pa.binary())},
+                    schema=_TRANSPORT)
+
+
+def _unpack(batch: pa.Table) -> Iterator[tuple[str, pa.Table | None]]:
+    for table, blob in zip(batch.column("table").to_pylist(), batch.column("ipc").to_pylist()):
+        yield table, (pa.ipc.open_stream(blob).read_all() if blob else None)
+
+
+def _run_one(item: dict[str, Any], work: WorkFn, on_error: ErrorFn) -> Rows:
+    try:
+        return work(item)
+    except Exception as e:  # noqa: BLE001 - bad input is data: record it and go on
+        msg = f"{type(e).__name__}: {e}"
+        log.debug("work item failed: %s\n%s", msg, traceback.format_exc())
+        return on_error(item, msg)
+
+
+_ITEM_DONE = "__item_done__"
+_ITEM_MARK = pa.table({"table": pa.array([_ITEM_DONE]), "ipc": pa.array([b""], pa.binary())}, schema=_TRANSPORT)
+
+
+def _work_batch(batch: pa.Table, work: WorkFn, on_error: ErrorFn) -> pa.Table:
+    parts = []
+    for item in batch.to_pylist():
+        parts.append(_pack(_run_one(item, work, on_error)))
+        parts.append(_ITEM_MARK)  # counts finished items on the driver
+    return pa.concat_tables(parts) if parts else _TRANSPORT.empty_table()
+
+
+@dataclass
+class StageResult:
+    """Counts of one stage run, for the summary and the ``runs`` table."""
+
+    stage: str
+    count_in: int = 0
+    written: dict[str, int] = field(default_factory=dict)
+    status: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> {status: rows written}
+    wall_s: float = 0.0
+
+
+def run_items(
+    stage: str,
+    items: pa.Table,
+    work: WorkFn,
+    on_error: ErrorFn,
+    lake: Lake,
+    commit_order: Sequence[str],
+    *,
+    backend: str = "ray",
+    items_per_task: int = 2,
+    commit_every: int = 16,
+    concurrency: int | None = None,
+    max_task_retries: int = 2,
+    prepare: Callable[[str, pa.Table], pa.Table] | None = None,
+) -> StageResult:
+    """Apply ``work`` to every row of ``items`` (in Ray tasks, or in-process with ``backend="local"``) and
+    commit its rows to the tables of ``commit_order``; returns the counts."""
+    t0 = time.perf_counter()
+    result = StageResult(stage, count_in=items.num_rows)
+    writers = {t: KeyedWriter(lake, t) for t in commit_order}
+    pending: dict[str, list[pa.Table]] = {t: [] for t in commit_order}
+    done_items = 0
+    since_commit = 0
+
+    def commit() -> None:
+        for t in commit_order:
+            if pending[t]:
+                rows = pa.concat_tables([conform(p, writers[t].schema) for p in pending[t]])
+                if prepare is not None:  # driver-side decisions that need every committed row (exact dups)
+                    rows = prepare(t, rows)
+                n = writers[t].append(rows)
+                result.written[t] = result.written.get(t, 0) + n
+                pending[t] = []
+
+    for batch in _iterate(items, work, on_error, backend, items_per_task, concurrency, max_task_retries):
+        items_in_batch = 0
+        for table, rows in _unpack(batch):
+            if table == _ITEM_DONE:
+                items_in_batch += 1
+                continue
+            if table not in pending or rows is None:
+                raise RuntimeError(f"stage {stage} produced rows for {table!r}, not in {list(commit_order)}")
+            pending[table].append(rows)
+        done_items += items_in_batch
+        since_commit += items_in_batch
+        if since_commit >= commit_every:
+            commit()
+            since_commit = 0
+            log.info("%s: %d/%d items committed", stage, done_items, items.num_rows)
+    commit()
+    result.status = {t: dict(w.status_written) for t, w in writers.items()}
+    result.wall_s = time.perf_counter() - t0
+    return result
+
+
+def _iterate(items: pa.Table, work: WorkFn, on_error: ErrorFn, backend: str, items_per_task: int,
+             concurrency: int | None, max_task_retries: int) -> Iterator[pa.Table]:
+    if items.num_rows == 0:
+        return
+    if backend == "local":
+        for i in range(items.num_rows):
+            yield _work_batch(items.slice(i, 1), work, on_error)
+        return
+    if backend != "ray":
+        raise ValueError(f"unknown backend {backend!r}")
+    import ray.data
+
+    blocks = [items.slice(i, items_per_task) for i in range(0, items.num_rows, items_per_task)]
+    ds = ray.data.from_arrow(blocks)
+    ds = ds.map_batches(
+        functools.partial(_work_batch, work=work, on_error=on_error),
+        batch_size=None,
+        batch_format="pyarrow",
+        num_cpus=1,
+        concurrency=concurrency,
+        max_retries=max_task_retries,
+    )
+    yield from ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2)

@@ -1,0 +1,124 @@
+"""Stage 8, select: join every stage's stored scores per clip, apply the YAML thresholds, write ``curated``.
+
+Nothing is recomputed here: changing a threshold means re-running ``select`` alone (seconds), as Data-Juicer's
+compute-stats / process split allows. Each rejected clip lists every reason, not just the first.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pyarrow as pa
+
+from curation.config import SelectConfig
+from curation.lake.schemas import CURATED, STAGE_FIELDS, STATUS_OK
+from curation.lake.tables import Lake
+
+STAGE = "select"
+_CLIP_COLUMNS = ["clip_id", "video_id", "uri", "media_type", "start_frame", "end_frame", "duration_s", "width",
+                 "height", "status", "error"]
+
+
+def joined_scores(lake: Lake, stages: list[str]) -> pa.Table:
+    """``clips`` left-joined with each present ``stages/<name>`` table; stage columns are prefixed
+    ``<name>.`` (including ``<name>.status``)."""
+    wide = lake.read("clips", columns=_CLIP_COLUMNS)
+    for name in stages:
+        if not lake.exists(f"stages/{name}"):
+            continue
+        scalar = [f.name for f in STAGE_FIELDS[name] if not pa.types.is_list(f.type)]  # joins take no lists
+        cols = ["clip_id", *scalar, "status", "error"]
+        t = lake.read(f"stages/{name}", columns=cols)
+        t = t.rename_columns(["clip_id", *[f"{name}.{c}" for c in cols[1:]]])
+        wide = wide.join(t, "clip_id", join_type="left outer")
+    return wide.sort_by("clip_id")
+
+
+def crop_excluding(crop: tuple[int, int, int, int], box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """Largest sub-rectangle of ``crop`` that leaves out ``box`` by cutting one side (the cheapest one)."""
+    x0, y0, x1, y1 = crop
+    bx0, by0, bx1, by1 = box
+    if bx1 <= x0 or bx0 >= x1 or by1 <= y0 or by0 >= y1:
+        return crop
+    options = [(x0, y0, x1, max(y0, by0)), (x0, min(y1, by1), x1, y1),  # cut above / below the box
+               (x0, y0, max(x0, bx0), y1), (min(x1, bx1), y0, x1, y1)]  # cut left / right of it
+    return max(options, key=lambda r: (r[2] - r[0]) * (r[3] - r[1]))
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def decide(row: dict[str, Any], stages: list[str], cfg: SelectConfig) -> tuple[list[str], tuple[int, int, int, int]]:
+    """Reject reasons and crop box of one joined row."""
+    reasons: list[str] = []
+    if row["status"] != STATUS_OK:
+        return [f"error:clips: {row['error']}"], (0, 0, 0, 0)
+    present = [s for s in stages if f"{s}.status" in row]
+    for s in present:
+        st = row[f"{s}.status"]
+        if st is None:
+            reasons.append(f"missing:{s}")
+        elif st != STATUS_OK:
+            reasons.append(f"error:{s}")
+    g = lambda key: _num(row.get(key))  # noqa: E731
+    is_image = row["media_type"] == "image"
+    dur = g("duration_resolution.duration_s")
+    if dur is not None and not (is_image and cfg.images_skip_duration):
+        if dur <= cfg.min_duration_s:
+            reasons.append("too_short")
+        if cfg.max_duration_s is not None and dur > cfg.max_duration_s:
+            reasons.append("too_long")
+    short = g("duration_resolution.short_side")
+    if short is not None and short < cfg.min_short_side[cfg.train_stage]:
+        reasons.append("low_resolution")
+    if (v := g("borders.border_fraction")) is not None and v > cfg.max_border_fraction:
+        reasons.append("border")
+    if (v := g("exposure.overexposure_score")) is not None and v > cfg.max_overexposure:
+        reasons.append("overexposed")
+    if (v := g("blur.blur_score")) is not None and v > cfg.max_blur:
+        reasons.append("blurry")
+    tier = row.get("motion.motion_tier")
+    if tier is not None and tier in cfg.exclude_tiers:
+        reasons.append(f"motion:{tier}")
+    if row.get("watermark.has_watermark") and cfg.reject_watermark:
+        reasons.append("watermark")
+    if row.get("dedup.is_duplicate") and cfg.reject_near_duplicates:
+        reasons.append("near_duplicate")
+    crop = (0, 0, int(row["width"]), int(row["height"]))
+    if g("borders.crop_x1") is not None and row.get("borders.status") == STATUS_OK:
+        crop = (int(row["borders.crop_x0"]), int(row["borders.crop_y0"]), int(row["borders.crop_x1"]),
+                int(row["borders.crop_y1"]))
+    if row.get("watermark.has_watermark") and (g("watermark.wm_x0") or -1) >= 0:
+        crop = crop_excluding(crop, (int(row["watermark.wm_x0"]), int(row["watermark.wm_y0"]),
+                                     int(row["watermark.wm_x1"]), int(row["watermark.wm_y1"])))
+    return reasons, crop
+
+
+def select_rows(wide: pa.Table, stages: list[str], cfg: SelectConfig) -> list[dict[str, Any]]:
+    """``curated`` rows for a joined table."""
+    out = []
+    score_cols = [c for c in wide.column_names if "." in c and not c.endswith((".status", ".error"))]
+    for row in wide.to_pylist():
+        reasons, crop = decide(row, stages, cfg)
+        scores = {c: row[c] for c in score_cols if row[c] is not None}
+        out.append({
+            **{k: row[k] for k in ("clip_id", "video_id", "uri", "media_type", "start_frame", "end_frame",
+                                   "duration_s", "width", "height")},
+            "crop_x0": crop[0], "crop_y0": crop[1], "crop_x1": crop[2], "crop_y1": crop[3],
+            "motion_tier": row.get("motion.motion_tier"), "keep": not reasons, "reject_reasons": reasons,
+            "scores_json": json.dumps(scores, sort_keys=True, default=float),
+            "split": "pretrain" if not reasons else None,
+        })
+    return out
+
+
+def run_select(lake: Lake, stages: list[str], cfg: SelectConfig) -> dict[str, int]:
+    """Rewrite ``curated`` from the stored scores; returns ``{"in", "kept", "rejected", "failed"}``."""
+    wide = joined_scores(lake, stages)
+    rows = select_rows(wide, stages, cfg)
+    lake.overwrite("curated", pa.Table.from_pylist(rows, schema=CURATED))
+    kept = sum(r["keep"] for r in rows)
+    failed = sum(any(x.startswith("error:") for x in r["reject_reasons"]) for r in rows)
+    return {"in": len(rows), "kept": kept, "rejected": len(rows) - kept, "failed": failed}

@@ -1,0 +1,154 @@
+"""Stage 2, shot split, fused with the classical scorers: one decode per video.
+
+Every frame goes to PySceneDetect's content detector as a tiny BGR image; frames at the sampling rate are kept at
+analysis size for the current shot only. When a cut (or the length cap) closes a shot, the shot becomes a clip
+row with a few JPEG keyframes, and the configured scorers run on its frames at once, so memory is bounded by the
+longest clip, not the video.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from scenedetect.common import FrameTimecode
+from scenedetect.detector import FlashFilter
+from scenedetect.detectors import ContentDetector
+
+from curation.config import ShotsConfig
+from curation.lake.schemas import STATUS_ERROR, STATUS_OK
+from curation.lake.tables import Lake
+from curation.media.decode import decode_video, encode_jpeg, image_analysis_frame, is_sampled
+from curation.media.frames import ClipFrames
+from curation.media.probe import MediaError, read_image
+from curation.stages.analyze import AnalysisSettings, score_clip
+from curation.stages.runner import Rows, StageResult, run_items
+
+STAGE = "shots"
+
+
+def clip_id_for(video_id: str, start: int, end: int) -> str:
+    return f"{video_id}:{start:06d}-{end:06d}"
+
+
+@dataclass(frozen=True)
+class ShotSettings:
+    shots: ShotsConfig
+    analysis: AnalysisSettings
+
+
+def _keyframes(frames: list[np.ndarray], indices: list[int], count: int, quality: int) -> tuple[list[bytes], list[int]]:
+    picks = sorted({int(round(x)) for x in np.linspace(0, len(frames) - 1, min(count, len(frames)))})
+    return [encode_jpeg(frames[i], quality) for i in picks], [indices[i] for i in picks]
+
+
+class _ShotBuilder:
+    """Collects the sampled frames of the current shot and turns closed shots into clip + scorer rows."""
+
+    def __init__(self, video: dict[str, Any], settings: ShotSettings) -> None:
+        self.video, self.settings = video, settings
+        self.fps = float(video["fps"])
+        self.rows: Rows = {"clips": []}
+        self.start = 0
+        self.frames: list[np.ndarray] = []
+        self.indices: list[int] = []
+
+    def add(self, index: int, frame: Any) -> None:
+        if is_sampled(index, self.fps, self.settings.analysis.sample_fps, self.start):
+            self.frames.append(frame.bgr(self.settings.analysis.analysis_max_side))
+            self.indices.append(index)
+
+    def close(self, end: int) -> None:
+        """Close the shot ``[start, end)``; frames sampled at or after ``end`` move to the next shot."""
+        keep = [i for i, ix in enumerate(self.indices) if ix < end]
+        frames, indices = [self.frames[i] for i in keep], [self.indices[i] for i in keep]
+        if end > self.start and frames:
+            self._emit(self.start, end, frames, indices)
+        self.frames = [f for f, ix in zip(self.frames, self.indices) if ix >= end]
+        self.indices = [ix for ix in self.indices if ix >= end]
+        self.start = end
+
+    def _emit(self, start: int, end: int, frames: list[np.ndarray], indices: list[int]) -> None:
+        v, cfg = self.video, self.settings.shots
+        clip_id = clip_id_for(v["video_id"], start, end)
+        jpegs, kf_idx = _keyframes(frames, indices, cfg.keyframes, cfg.jpeg_quality)
+        self.rows["clips"].append({
+            "clip_id": clip_id, "video_id": v["video_id"], "uri": v["uri"], "media_type": "video",
+            "start_frame": start, "end_frame": end, "fps": self.fps, "width": v["width"], "height": v["height"],
+            "duration_s": (end - start) / self.fps, "keyframes": jpegs, "keyframe_indices": kf_idx,
+            "status": STATUS_OK,
+        })
+        clip = ClipFrames(clip_id, "video", self.fps, min(self.settings.analysis.sample_fps, self.fps),
+                          int(v["width"]), int(v["height"]), np.stack(frames), np.asarray(indices, np.int64),
+                          start, end)
+        for table, rows in score_clip(clip, self.settings.analysis).items():
+            self.rows.setdefault(table, []).extend(rows)
+
+
+def split_video(video: dict[str, Any], settings: ShotSettings) -> Rows:
+    """Clips (and their scorer rows) of one ``videos`` row. A stream that breaks mid-way keeps the clips
+    decoded so far and adds an ``error`` clip row naming where it broke."""
+    if video["media_type"] == "image":
+        return _image_clip(video, settings)
+    cfg = settings.shots
+    fps = float(video["fps"])
+    builder = _ShotBuilder(video, settings)
+    detector = ContentDetector(threshold=cfg.threshold, min_scene_len=max(1, round(cfg.min_shot_s * fps)),
+                               filter_mode=FlashFilter.Mode.SUPPRESS)
+    max_len = max(1, int(cfg.max_clip_s * fps))
+    last = -1
+    try:
+        for frame in decode_video(video["uri"]):
+            for cut in detector.process_frame(FrameTimecode(frame.index, fps), frame.bgr(cfg.detect_width)):
+                builder.close(int(cut.frame_num))
+            if frame.index - builder.start >= max_len:
+                builder.close(frame.index)
+            builder.add(frame.index, frame)
+            last = frame.index
+    except MediaError as e:
+        builder.close(last + 1)
+        builder.rows["clips"].append(_error_clip(video, f"{e}", start=last + 1))
+        return builder.rows
+    builder.close(last + 1)
+    if last < 0:
+        builder.rows["clips"].append(_error_clip(video, "no frame decoded", start=0))
+    return builder.rows
+
+
+def _image_clip(video: dict[str, Any], settings: ShotSettings) -> Rows:
+    image = image_analysis_frame(read_image(video["uri"]), settings.analysis.analysis_max_side)
+    clip_id = clip_id_for(video["video_id"], 0, 1)
+    rows: Rows = {"clips": [{
+        "clip_id": clip_id, "video_id": video["video_id"], "uri": video["uri"], "media_type": "image",
+        "start_frame": 0, "end_frame": 1, "fps": 0.0, "width": video["width"], "height": video["height"],
+        "duration_s": 0.0, "keyframes": [encode_jpeg(image, settings.shots.jpeg_quality)], "keyframe_indices": [0],
+        "status": STATUS_OK,
+    }]}
+    clip = ClipFrames(clip_id, "image", 0.0, 0.0, int(video["width"]), int(video["height"]), image[None],
+                      np.zeros(1, np.int64), 0, 1)
+    rows.update(score_clip(clip, settings.analysis))
+    return rows
+
+
+def _error_clip(video: dict[str, Any], message: str, start: int) -> dict[str, Any]:
+    return {"clip_id": f"{video['video_id']}:error", "video_id": video["video_id"], "uri": video["uri"],
+            "media_type": video["media_type"], "start_frame": start, "status": STATUS_ERROR, "error": message}
+
+
+def _on_error(item: dict[str, Any], message: str) -> Rows:
+    return {"clips": [_error_clip(item, message, start=0)]}
+
+
+def run_shots(lake: Lake, settings: ShotSettings, **exec_kwargs: Any) -> StageResult:
+    """Split every ``ok`` video that has no clip row yet; scorer rows are written before the clip rows, so a
+    video counts as done only once everything it produced is committed."""
+    videos = lake.read("videos", columns=["video_id", "uri", "media_type", "fps", "width", "height", "num_frames"],
+                       filter="status = 'ok'")
+    done = set(lake.read("clips", columns=["video_id"]).column("video_id").to_pylist())
+    todo = [i for i, v in enumerate(videos.column("video_id").to_pylist()) if v not in done]
+    items = videos.take(pa.array(todo, pa.int64())) if todo else videos.slice(0, 0)
+    tables = [f"stages/{n}" for n in settings.analysis.scorers] + ["clips"]
+    return run_items(STAGE, items, functools.partial(split_video, settings=settings), _on_error, lake, tables,
+                     **exec_kwargs)

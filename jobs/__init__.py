@@ -1,0 +1,1 @@
+"""Thin `ray job submit` entrypoints; all logic lives in the packages."""
