@@ -58,9 +58,13 @@ class IngestConfig(Strict):
 
 
 class ShotsConfig(Strict):
-    """Shot splitting (PySceneDetect's content detector on tiny frames) and the shared analysis decode."""
+    """Shot splitting (PySceneDetect on tiny frames) and the shared analysis decode."""
 
-    threshold: float = Field(default=27.0, gt=0, le=255)
+    detector: Literal["adaptive", "content"] = "adaptive"
+    adaptive_threshold: float = Field(default=3.0, gt=0, le=100)  # adaptive: score / neighbours' mean
+    window_width: int = Field(default=2, ge=1, le=30)
+    min_content_val: float = Field(default=15.0, ge=0, le=255)
+    threshold: float = Field(default=27.0, gt=0, le=255)  # content detector only
     min_shot_s: float = Field(default=0.5, ge=0, le=60)
     max_clip_s: float = Field(default=60.0, gt=0.5, le=3600)
     detect_width: int = Field(default=64, ge=16, le=640)

@@ -1,6 +1,7 @@
 """Stage 2, shot split, fused with the classical scorers: one decode per video.
 
-Every frame goes to PySceneDetect's content detector as a tiny BGR image; frames at the sampling rate are kept at
+Every frame goes to PySceneDetect's detector (adaptive by default: a frame's content change relative to its
+neighbours', which keeps fast camera motion and shake from reading as cuts) as a tiny BGR image; frames at the sampling rate are kept at
 analysis size for the current shot only. When a cut (or the length cap) closes a shot, the shot becomes a clip
 row with a few JPEG keyframes, and the configured scorers run on its frames at once, so memory is bounded by the
 longest clip, not the video.
@@ -8,6 +9,7 @@ longest clip, not the video.
 from __future__ import annotations
 
 import functools
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 from scenedetect.common import FrameTimecode
 from scenedetect.detector import FlashFilter
-from scenedetect.detectors import ContentDetector
+from scenedetect.detectors import AdaptiveDetector, ContentDetector
+from scenedetect.detector import SceneDetector
 
 from curation.config import ShotsConfig
 from curation.lake.schemas import STATUS_ERROR, STATUS_OK
@@ -87,6 +90,17 @@ class _ShotBuilder:
             self.rows.setdefault(table, []).extend(rows)
 
 
+def make_detector(cfg: ShotsConfig, fps: float) -> tuple[SceneDetector, int]:
+    """The configured PySceneDetect detector and how many frames late it reports a cut."""
+    min_len = max(1, round(cfg.min_shot_s * fps))
+    if cfg.detector == "adaptive":
+        det = AdaptiveDetector(adaptive_threshold=cfg.adaptive_threshold, min_scene_len=min_len,
+                               window_width=cfg.window_width, min_content_val=cfg.min_content_val)
+        return det, cfg.window_width + 1
+    return ContentDetector(threshold=cfg.threshold, min_scene_len=min_len,
+                           filter_mode=FlashFilter.Mode.SUPPRESS), 1
+
+
 def split_video(video: dict[str, Any], settings: ShotSettings) -> Rows:
     """Clips (and their scorer rows) of one ``videos`` row. A stream that breaks mid-way keeps the clips
     decoded so far and adds an ``error`` clip row naming where it broke."""
@@ -95,22 +109,41 @@ def split_video(video: dict[str, Any], settings: ShotSettings) -> Rows:
     cfg = settings.shots
     fps = float(video["fps"])
     builder = _ShotBuilder(video, settings)
-    detector = ContentDetector(threshold=cfg.threshold, min_scene_len=max(1, round(cfg.min_shot_s * fps)),
-                               filter_mode=FlashFilter.Mode.SUPPRESS)
+    detector, delay = make_detector(cfg, fps)
     max_len = max(1, int(cfg.max_clip_s * fps))
+    cuts: list[int] = []
+    # Frames wait ``delay`` frames before joining a shot, until the detector can no longer cut before them;
+    # sampling is then decided relative to the right shot start.
+    waiting: deque[Any] = deque()
+
+    def assign(frame: Any) -> None:
+        while cuts and cuts[0] <= frame.index:
+            builder.close(cuts.pop(0))
+        if frame.index - builder.start >= max_len:
+            builder.close(frame.index)
+        builder.add(frame.index, frame)
+
     last = -1
     try:
         for frame in decode_video(video["uri"]):
-            for cut in detector.process_frame(FrameTimecode(frame.index, fps), frame.bgr(cfg.detect_width)):
-                builder.close(int(cut.frame_num))
-            if frame.index - builder.start >= max_len:
-                builder.close(frame.index)
-            builder.add(frame.index, frame)
+            found = detector.process_frame(FrameTimecode(frame.index, fps), frame.bgr(cfg.detect_width))
+            cuts.extend(int(c.frame_num) for c in found if int(c.frame_num) > builder.start)
+            waiting.append(frame)
+            while waiting and waiting[0].index <= frame.index - delay:
+                assign(waiting.popleft())
             last = frame.index
+        if last >= 0:
+            cuts.extend(int(c.frame_num) for c in detector.post_process(FrameTimecode(last, fps)))
     except MediaError as e:
+        while waiting:
+            assign(waiting.popleft())
         builder.close(last + 1)
         builder.rows["clips"].append(_error_clip(video, f"{e}", start=last + 1))
         return builder.rows
+    while waiting:
+        assign(waiting.popleft())
+    for c in cuts:
+        builder.close(c)
     builder.close(last + 1)
     if last < 0:
         builder.rows["clips"].append(_error_clip(video, "no frame decoded", start=0))
