@@ -1,0 +1,46 @@
+"""Configs are validated before any work: unknown keys and out-of-range values name the key."""
+from __future__ import annotations
+
+import pytest
+
+from curation.config import STAGE_ORDER, ConfigError, parse_config
+
+BASE = {"lake": "/tmp/x", "input": {"paths": ["/tmp/media"]}}
+
+
+def test_defaults_are_valid():
+    cfg = parse_config(BASE)
+    assert cfg.stages == list(STAGE_ORDER)
+    assert cfg.select.min_duration_s == 4.0
+
+
+@pytest.mark.parametrize(
+    "patch, fragment",
+    [
+        ({"shots": {"treshold": 3}}, "unknown key 'shots.treshold'"),
+        ({"colour": 1}, "unknown key 'colour'"),
+        ({"motion": {"not_a_key": 1}}, "unknown key 'motion.not_a_key'"),
+        ({"shots": {"sample_fps": 0}}, "'shots.sample_fps'"),
+        ({"select": {"max_blur": 1.5}}, "'select.max_blur'"),
+        ({"execution": {"commit_every": 0}}, "'execution.commit_every'"),
+        ({"borders": {"dark_threshold": -5}}, "'borders."),
+        ({"stages": ["ingest", "shotz"]}, "unknown stage(s) ['shotz']"),
+        ({"select": {"exclude_tiers": ["wobbly"]}}, "unknown motion tier(s) ['wobbly']"),
+        ({"select": {"train_stage": "stage9"}}, "train_stage 'stage9'"),
+    ],
+)
+def test_bad_values_name_the_key(patch, fragment):
+    data = {**BASE, **patch}
+    with pytest.raises(ConfigError) as e:
+        parse_config(data)
+    assert fragment in str(e.value)
+
+
+def test_ingest_without_input_is_rejected():
+    with pytest.raises(ConfigError, match="needs an 'input' section"):
+        parse_config({"lake": "/tmp/x"})
+
+
+def test_subset_of_stages_is_ordered():
+    cfg = parse_config({**BASE, "stages": ["select", "ingest", "blur"]})
+    assert cfg.stages == ["ingest", "blur", "select"]
