@@ -6,7 +6,9 @@ adding a scorer never adds a decode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
+import cv2
 import numpy as np
 
 
@@ -58,7 +60,13 @@ class ClipFrames:
         return self.frames.shape[2] / float(self.source_width)
 
     def gray(self) -> np.ndarray:
-        """``(N, H, W)`` uint8 luma (BT.601, as OpenCV computes it)."""
-        # Weights as cv2.COLOR_BGR2GRAY, vectorised over all frames at once.
-        f = self.frames.astype(np.float32)
-        return np.clip(f[..., 0] * 0.114 + f[..., 1] * 0.587 + f[..., 2] * 0.299 + 0.5, 0, 255).astype(np.uint8)
+        """``(N, H, W)`` uint8 luma (BT.601, OpenCV's BGR2GRAY), computed once and shared by every scorer."""
+        return self._gray
+
+    @cached_property
+    def _gray(self) -> np.ndarray:
+        n, h, w, _ = self.frames.shape
+        # One cvtColor over the frames stacked as a tall image: no per-frame Python, no float copy.
+        gray = cv2.cvtColor(self.frames.reshape(n * h, w, 3), cv2.COLOR_BGR2GRAY).reshape(n, h, w)
+        gray.flags.writeable = False
+        return gray
