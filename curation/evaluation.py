@@ -87,6 +87,7 @@ def evaluate(lake: Lake, labels: pa.Table, min_duration_s: float = 4.0, shot_tol
     pairs: dict[str, list[tuple[bool, bool]]] = {k: [] for k in ("borders", "blur", "overexposure", "duration",
                                                                    "watermark")}
     crop_err = []
+    seen: dict[str, int] = {}
     for seg, clip in matched:
         cid = clip["clip_id"] if clip else None
         name = f"{seg['file']}#{seg['segment_index']}"
@@ -115,9 +116,10 @@ def evaluate(lake: Lake, labels: pa.Table, min_duration_s: float = 4.0, shot_tol
             ev.confusion.setdefault(seg["motion_kind"], Counter())[r["motion_tier"]] += 1
             if r["motion_tier"] != seg["motion_kind"]:
                 ev.mismatches.setdefault("motion", []).append(f"{name}: {seg['motion_kind']} -> {r['motion_tier']}")
-        for k, lst in pairs.items():
-            if lst and lst[-1][0] != lst[-1][1] and len(ev.mismatches.get(k, [])) < 50:
-                pass
+        for k, lst in pairs.items():  # a pair added for this segment that disagrees is a mismatch
+            if len(lst) > seen.get(k, 0) and lst[-1][0] != lst[-1][1]:
+                ev.mismatches.setdefault(k, []).append(f"{name}: truth {lst[-1][0]}, predicted {lst[-1][1]}")
+            seen[k] = len(lst)
     for k, lst in pairs.items():
         if lst:
             ev.accuracy[k] = sum(t == p for t, p in lst) / len(lst)

@@ -41,6 +41,14 @@ def _demo(args: argparse.Namespace) -> int:
         with open(os.path.join(summary.report_dir, "summary.txt")) as f:
             print(f.read())
         print(f"[demo] report: {os.path.join(summary.report_dir, 'report.html')}")
+    import pyarrow.parquet as pq
+
+    from curation.evaluation import evaluate
+    from curation.lake import Lake
+
+    ev = evaluate(Lake(cfg.lake), pq.read_table(os.path.join(out, "labels.parquet")),
+                  min_duration_s=cfg.select.min_duration_s)
+    print("[demo] classical filters against the generator's ground truth:\n" + ev.text())
     return 0
 
 
