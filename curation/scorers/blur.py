@@ -1,0 +1,91 @@
+"""Sharpness: variance of the Laplacian of the luma, at a fixed working width.
+
+Each sampled frame is converted to luma, black bars are cut off (``borders.analysis_crop``: the hard bar edge is
+the sharpest thing in a blurred letterboxed clip), and the frame is resized (area interpolation) by
+``working_width / frame width`` when wider, so that the statistic is comparable across source resolutions.
+``cv2.Laplacian`` (3x3 aperture) is then pooled over tiles of about ``tile_size`` px: the frame's value is the
+``tile_quantile`` quantile of the per-tile Laplacian variances (robust to sharp overlays such as captions or a logo
+drawn over blurred content, and to flat areas); ``tile_size = 0`` gives the classic whole-frame variance.
+``laplacian_var`` is the median over frames. ``blur_score`` (1 = blurry) is a decreasing logistic in
+``log(laplacian_var)``: ``1 / (1 + (laplacian_var / reference_var) ** slope)``, which is 0.5 at the reference.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from curation.media.frames import ClipFrames
+from curation.scorers.borders import analysis_crop
+
+STAGE = "blur"
+VERSION = "1"
+
+
+class BlurConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    working_width: int = Field(320, ge=32, le=4096, description="frames wider than this are resized to it")
+    reference_var: float = Field(
+        15.0, gt=0.0, le=1e6, description="Laplacian variance at which blur_score is 0.5"
+    )
+    slope: float = Field(2.0, gt=0.0, le=20.0, description="steepness of the logistic in log(laplacian_var)")
+    max_frames: int = Field(64, ge=1, le=10_000, description="frames sampled uniformly for the analysis")
+    tile_size: int = Field(40, ge=0, le=1024, description="tile side (working px); 0: whole-frame variance")
+    tile_quantile: float = Field(0.5, ge=0.0, le=1.0, description="quantile of the per-tile variances")
+    crop_borders: bool = Field(True, description="exclude black bars (borders.analysis_crop) from the statistic")
+
+
+def _subsample(n: int, k: int) -> np.ndarray:
+    if n <= k:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+def laplacian_variance(
+    gray: np.ndarray, working_width: int, tile_size: int = 0, tile_quantile: float = 0.5, full_width: int | None = None
+) -> float:
+    """Laplacian variance of one gray (or BGR) frame at ``working_width`` (see the module docstring).
+
+    ``full_width``: width of the uncropped frame, which sets the resize factor when ``gray`` is a crop.
+    """
+    g = cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY) if gray.ndim == 3 else gray
+    h, w = g.shape
+    fw = full_width or w
+    if fw > working_width:
+        f = working_width / fw
+        g = cv2.resize(g, (max(1, int(round(w * f))), max(1, int(round(h * f)))), interpolation=cv2.INTER_AREA)
+    lap = cv2.Laplacian(g, cv2.CV_32F, ksize=1)
+    lh, lw = lap.shape
+    if tile_size <= 0 or (lh < 2 * tile_size and lw < 2 * tile_size):
+        _, std = cv2.meanStdDev(lap)
+        return float(std[0, 0]) ** 2
+    size = (max(1, int(round(lw / tile_size))), max(1, int(round(lh / tile_size))))
+    m1 = cv2.resize(lap, size, interpolation=cv2.INTER_AREA)
+    m2 = cv2.resize(lap * lap, size, interpolation=cv2.INTER_AREA)
+    var = np.maximum(m2 - m1 * m1, 0.0)
+    return float(np.quantile(var, tile_quantile))
+
+
+def blur_score(laplacian_var: float, cfg: BlurConfig) -> float:
+    """0..1, higher = blurrier; 0.5 at ``cfg.reference_var``."""
+    z = cfg.slope * (math.log(max(laplacian_var, 1e-9)) - math.log(cfg.reference_var))
+    if z > 700:
+        return 0.0
+    return float(1.0 / (1.0 + math.exp(z)))
+
+
+def score(clip: ClipFrames, cfg: BlurConfig) -> dict[str, object]:
+    """Median Laplacian variance over the sampled frames and the derived blur score."""
+    frames = clip.frames[_subsample(clip.num_frames, cfg.max_frames)]
+    n, h, w, _ = frames.shape
+    gray = cv2.cvtColor(frames.reshape(n * h, w, 3), cv2.COLOR_BGR2GRAY).reshape(n, h, w)
+    x0, y0, x1, y1 = analysis_crop(gray) if cfg.crop_borders else (0, 0, w, h)
+    values = [
+        laplacian_variance(g[y0:y1, x0:x1], cfg.working_width, cfg.tile_size, cfg.tile_quantile, full_width=w)
+        for g in gray
+    ]
+    lv = float(np.median(values))
+    return {"laplacian_var": lv, "blur_score": blur_score(lv, cfg)}
