@@ -49,7 +49,6 @@ class ExecutionConfig(Strict):
     items_per_task: int = Field(default=2, ge=1, le=10_000)
     commit_every: int = Field(default=16, ge=1, le=1_000_000)
     concurrency: int | None = Field(default=None, ge=1)  # None: one task per CPU
-    max_task_retries: int = Field(default=2, ge=0, le=10)
 
 
 class IngestConfig(Strict):

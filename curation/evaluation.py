@@ -85,7 +85,7 @@ def evaluate(lake: Lake, labels: pa.Table, min_duration_s: float = 4.0, shot_tol
     matched = _match(rows, clips)
     ev = Evaluation(n_segments=len(rows))
     pairs: dict[str, list[tuple[bool, bool]]] = {k: [] for k in ("borders", "blur", "overexposure", "duration",
-                                                                   "watermark")}
+                                                                   "watermark", "watermark_moving_camera")}
     crop_err = []
     seen: dict[str, int] = {}
     for seg, clip in matched:
@@ -112,6 +112,10 @@ def evaluate(lake: Lake, labels: pa.Table, min_duration_s: float = 4.0, shot_tol
             pairs["duration"].append((seg["segment_duration_s"] > min_duration_s, r["duration_s"] > min_duration_s))
         if seg["media_type"] == "video" and (r := get("watermark")) is not None:
             pairs["watermark"].append((bool(seg["logo"]), bool(r["has_watermark"])))
+            if seg["motion_kind"] in ("camera_driven", "shaky") and not seg["text_strings"]:
+                # Edge persistence can only tell an overlay from the scene when the scene moves under it; burnt-in
+                # captions are static overlays too, but the labels mark logos only, so captioned clips are left out.
+                pairs["watermark_moving_camera"].append((bool(seg["logo"]), bool(r["has_watermark"])))
         if seg["media_type"] == "video" and seg["motion_kind"] and (r := get("motion")) is not None:
             ev.confusion.setdefault(seg["motion_kind"], Counter())[r["motion_tier"]] += 1
             if r["motion_tier"] != seg["motion_kind"]:

@@ -70,7 +70,7 @@ def run_curation(cfg: Any, report: bool = True) -> CurationSummary:
     summary = CurationSummary(lake.root)
     ex = cfg.execution
     exec_kwargs = dict(backend=ex.backend, items_per_task=ex.items_per_task, commit_every=ex.commit_every,
-                       concurrency=ex.concurrency, max_task_retries=ex.max_task_retries)
+                       concurrency=ex.concurrency)
     if ex.backend == "ray":
         ensure_ray(cfg.ray.address, cfg.ray.num_cpus)
     settings = analysis_settings(cfg)

@@ -6,10 +6,14 @@ adding a scorer never adds a decode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from functools import cached_property
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,18 @@ class ClipFrames:
             raise ValueError(f"frames must be (N, H, W, 3) uint8, got {self.frames.shape} {self.frames.dtype}")
         if len(self.frame_indices) != len(self.frames):
             raise ValueError("frame_indices and frames differ in length")
+
+    def derived(self, key: str, compute: Callable[[], T]) -> T:
+        """A value derived from the frames, computed once per clip and shared by every scorer that asks for it
+        under the same ``key`` (for example the black-bar crop that borders, blur and watermark all need)."""
+        cache = self._derived
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
+
+    @cached_property
+    def _derived(self) -> dict[str, Any]:
+        return {}
 
     @property
     def duration_s(self) -> float:

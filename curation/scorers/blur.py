@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.media.frames import ClipFrames
-from curation.scorers.borders import analysis_crop
+from curation.scorers.borders import clip_analysis_crop
 
 STAGE = "blur"
 VERSION = "1"
@@ -79,10 +79,9 @@ def blur_score(laplacian_var: float, cfg: BlurConfig) -> float:
 
 def score(clip: ClipFrames, cfg: BlurConfig) -> dict[str, object]:
     """Median Laplacian variance over the sampled frames and the derived blur score."""
-    frames = clip.frames[_subsample(clip.num_frames, cfg.max_frames)]
-    n, h, w, _ = frames.shape
-    gray = cv2.cvtColor(frames.reshape(n * h, w, 3), cv2.COLOR_BGR2GRAY).reshape(n, h, w)
-    x0, y0, x1, y1 = analysis_crop(gray) if cfg.crop_borders else (0, 0, w, h)
+    gray = clip.gray()[_subsample(clip.num_frames, cfg.max_frames)]
+    n, h, w = gray.shape
+    x0, y0, x1, y1 = clip_analysis_crop(clip) if cfg.crop_borders else (0, 0, w, h)
     values = [
         laplacian_variance(g[y0:y1, x0:x1], cfg.working_width, cfg.tile_size, cfg.tile_quantile, full_width=w)
         for g in gray

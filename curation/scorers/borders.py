@@ -119,6 +119,12 @@ def _detect(g: np.ndarray, cfg: BordersConfig) -> tuple[float, float, float, flo
     return left, top, right, bottom
 
 
+def clip_analysis_crop(clip: ClipFrames) -> tuple[int, int, int, int]:
+    """``analysis_crop`` of a clip's frames with the default config, computed once per clip (blur and watermark
+    both ask for it)."""
+    return clip.derived("borders.analysis_crop", lambda: analysis_crop(clip.gray()))
+
+
 def analysis_crop(gray: np.ndarray, cfg: BordersConfig | None = None) -> tuple[int, int, int, int]:
     """Content box ``(x0, y0, x1, y1)`` in analysis pixels (rounded inward) of ``gray`` (N, H, W) uint8 frames.
 

@@ -46,7 +46,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.media.frames import ClipFrames
-from curation.scorers.borders import analysis_crop
+from curation.scorers.borders import clip_analysis_crop
 
 STAGE = "watermark"
 VERSION = "1"
@@ -121,11 +121,10 @@ def persistence_map(gray: np.ndarray, highpass_sigma: float = 0.0) -> tuple[np.n
 def _score_persistence(clip: ClipFrames, cfg: WatermarkConfig) -> dict[str, object]:
     if clip.num_frames < cfg.min_frames:
         return _none()
-    frames = clip.frames[_subsample(clip.num_frames, cfg.max_frames)]
-    n, h, w, _ = frames.shape
-    gray = cv2.cvtColor(frames.reshape(n * h, w, 3), cv2.COLOR_BGR2GRAY).reshape(n, h, w)
+    gray = clip.gray()[_subsample(clip.num_frames, cfg.max_frames)]
+    n, h, w = gray.shape
     # Work inside the content area (black bars cut off, 2 px margin): a bar's edge is a static edge too.
-    ox0, oy0, ox1, oy1 = analysis_crop(gray) if cfg.crop_borders else (0, 0, w, h)
+    ox0, oy0, ox1, oy1 = clip_analysis_crop(clip) if cfg.crop_borders else (0, 0, w, h)
     if (ox0, oy0, ox1, oy1) != (0, 0, w, h):
         ox0, oy0, ox1, oy1 = ox0 + 2, oy0 + 2, ox1 - 2, oy1 - 2
     gray = np.ascontiguousarray(gray[:, oy0:oy1, ox0:ox1])

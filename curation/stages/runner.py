@@ -108,7 +108,6 @@ def run_items(
     items_per_task: int = 2,
     commit_every: int = 16,
     concurrency: int | None = None,
-    max_task_retries: int = 2,
     prepare: Callable[[str, pa.Table], pa.Table] | None = None,
 ) -> StageResult:
     """Apply ``work`` to every row of ``items`` (in Ray tasks, or in-process with ``backend="local"``) and
@@ -130,7 +129,7 @@ def run_items(
                 result.written[t] = result.written.get(t, 0) + n
                 pending[t] = []
 
-    for batch in _iterate(items, work, on_error, backend, items_per_task, concurrency, max_task_retries):
+    for batch in _iterate(items, work, on_error, backend, items_per_task, concurrency):
         items_in_batch = 0
         for table, rows in _unpack(batch):
             if table == _ITEM_DONE:
@@ -152,7 +151,7 @@ def run_items(
 
 
 def _iterate(items: pa.Table, work: WorkFn, on_error: ErrorFn, backend: str, items_per_task: int,
-             concurrency: int | None, max_task_retries: int) -> Iterator[pa.Table]:
+             concurrency: int | None) -> Iterator[pa.Table]:
     if items.num_rows == 0:
         return
     if backend == "local":
@@ -171,6 +170,5 @@ def _iterate(items: pa.Table, work: WorkFn, on_error: ErrorFn, backend: str, ite
         batch_format="pyarrow",
         num_cpus=1,
         concurrency=concurrency,
-        max_retries=max_task_retries,
     )
     yield from ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2)

@@ -31,7 +31,10 @@ def test_filter_accuracy_against_labels(curated_lake, corpus):
     assert ev.shots["cut_recall"] == 1.0 and ev.shots["cut_precision"] == 1.0  # within 2 frames
     assert ev.accuracy["motion_tier"] >= 0.85, ev.mismatches.get("motion")
     assert ev.accuracy["dedup_recall"] >= 0.95 and ev.accuracy["dedup_precision"] >= 0.95
-    assert ev.f1["watermark"] >= 0.8
+    # A static overlay is only separable from a scene that moves under it (static-background logos need the
+    # YOLO backend): on moving-camera clips the persistence detector must be right.
+    assert ev.accuracy["watermark_moving_camera"] >= 0.9 and ev.f1["watermark_moving_camera"] >= 0.9
+    assert ev.accuracy["watermark"] >= 0.8
 
 
 def test_select_keeps_clean_long_clips_and_gives_reasons(curated_lake, corpus):

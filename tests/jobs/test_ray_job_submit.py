@@ -53,10 +53,14 @@ def test_ray_job_submit_runs_the_curation_job(corpus, tmp_path: Path):
                 break
             assert head.poll() is None and time.time() < deadline, r.stderr[-2000:]
             time.sleep(2)
-        r = subprocess.run(
-            [str(bin_dir / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
-             "python", "-m", "jobs.curate", "--config", str(config)],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+        for _ in range(30):  # the job agent comes up after the job server
+            r = subprocess.run(
+                [str(bin_dir / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
+                 "python", "-m", "jobs.curate", "--config", str(config)],
+                env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+            if "No available agent" not in r.stderr:
+                break
+            time.sleep(2)
         assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
         assert "succeeded" in r.stdout + r.stderr
     finally:
