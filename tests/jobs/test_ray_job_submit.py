@@ -32,11 +32,15 @@ def test_ray_job_submit_runs_the_curation_job(corpus, tmp_path: Path):
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     gcs, dash = _free_port(), _free_port()
+    # Every port of its own: the test session's embedded Ray already holds the defaults (agent 52365, ...).
+    own_ports = [f"--{name}={_free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
+        "ray-client-server-port", "node-manager-port", "object-manager-port")]
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's unix sockets need a short path
     head = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--port", str(gcs),
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--disable-usage-stats",
-         "--temp-dir", ray_tmp],
+         "--temp-dir", ray_tmp, *own_ports],
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         cfg = yaml.safe_load((REPO / "jobs/configs/demo.yaml").read_text())
@@ -53,7 +57,7 @@ def test_ray_job_submit_runs_the_curation_job(corpus, tmp_path: Path):
                 break
             assert head.poll() is None and time.time() < deadline, r.stderr[-2000:]
             time.sleep(2)
-        for _ in range(30):  # the job agent comes up after the job server
+        for _ in range(15):  # the job agent comes up after the job server
             r = subprocess.run(
                 [str(bin_dir / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
                  "python", "-m", "jobs.curate", "--config", str(config)],
