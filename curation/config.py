@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from curation.scorers.registry import SCORER_CONFIGS
 
@@ -149,8 +149,6 @@ class _CurateBase(Strict):
         return self
 
 
-from pydantic import create_model  # noqa: E402  (built after the scorer registry is known)
-
 CurateConfig = create_model("CurateConfig", __base__=_CurateBase, **_scorer_fields())
 """The whole job: lake, input, stages to run, one section per stage."""
 
@@ -196,8 +194,3 @@ def config_hash(section: BaseModel) -> str:
     blob = json.dumps(section.model_dump(mode="json"), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
-
-StageName = Literal[
-    "ingest", "shots", "duration_resolution", "borders", "exposure", "blur", "motion", "watermark", "phash",
-    "dedup", "select",
-]

@@ -92,7 +92,7 @@ def evaluate(lake: Lake, labels: pa.Table, min_duration_s: float = 4.0, shot_tol
         cid = clip["clip_id"] if clip else None
         name = f"{seg['file']}#{seg['segment_index']}"
 
-        def get(s: str) -> dict | None:
+        def get(s: str, cid: str | None = cid) -> dict | None:
             r = stage.get(s, {}).get(cid)
             return r if r and r["status"] == "ok" else None
 

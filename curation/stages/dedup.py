@@ -19,7 +19,10 @@ VERSION = "1"
 def run_dedup(lake: Lake, cfg: DedupConfig) -> dict[str, int]:
     """Rewrite ``stages/dedup``; returns ``{"in", "duplicates", "groups"}``."""
     if not lake.exists("stages/phash"):
-        raise RuntimeError("dedup needs the 'phash' stage's table: run stage 'phash' first")
+        if lake.count("clips", "status = 'ok'") > 0:
+            raise RuntimeError("dedup needs the 'phash' stage's table: run stage 'phash' first")
+        lake.overwrite("stages/dedup", stage_schema("dedup").empty_table())  # nothing ingested yet
+        return {"in": 0, "duplicates": 0, "groups": 0}
     hashes = lake.read("stages/phash", columns=["clip_id", "phashes"], filter=f"status = '{STATUS_OK}'")
     meta = lake.read("clips", columns=["clip_id", "width", "height", "duration_s"])
     size = {c: ((w or 0) * (h or 0), d or 0.0) for c, w, h, d in zip(*(meta.column(n).to_pylist()

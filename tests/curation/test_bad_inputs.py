@@ -28,9 +28,9 @@ def _write_broken_mid_stream(path: str) -> None:
     with av.open(path, "w") as c:
         s = c.add_stream("libx264", rate=24)
         s.width, s.height, s.pix_fmt = 160, 96, "yuv420p"
-        rng = np.random.default_rng(0)
-        for i in range(96):
-            img = np.roll(rng.integers(0, 255, (96, 160, 3), np.uint8) if i == 0 else img, 2, axis=1)
+        img = np.random.default_rng(0).integers(0, 255, (96, 160, 3), np.uint8)
+        for _ in range(96):
+            img = np.roll(img, 2, axis=1)  # a panning texture
             c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")))
         c.mux(s.encode(None))
     data = open(path, "rb").read()

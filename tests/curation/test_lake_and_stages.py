@@ -81,3 +81,24 @@ def test_rescoring_a_clip_alone_gives_the_shot_pass_scores(curated_lake):
                     assert math.isclose(v, stored[k], rel_tol=1e-4, abs_tol=1e-5), (table, k, clip["clip_id"])
                 else:
                     assert v == stored[k], (table, k, clip["clip_id"])
+
+
+def test_empty_input_folder_runs_every_stage_to_empty_tables(tmp_path):
+    from curation.pipeline import run_curation
+
+    (tmp_path / "media").mkdir()
+    summary = run_curation(demo_config(tmp_path / "lake", tmp_path / "media", **{"execution.backend": "local"}))
+    lake = Lake(str(tmp_path / "lake"))
+    assert lake.count("curated") == 0 and summary.stages["select"]["in"] == 0
+    assert "clips: 0" in open(f"{summary.report_dir}/summary.txt").read()
+
+
+def test_dedup_without_phash_table_says_which_stage_is_missing(curated_lake, tmp_path):
+    from curation.config import DedupConfig
+    from curation.stages.dedup import run_dedup
+
+    lake, _ = curated_lake
+    copy = Lake(str(tmp_path / "lake"))
+    KeyedWriter(copy, "clips").append(lake.read("clips"))
+    with pytest.raises(RuntimeError, match="run stage 'phash' first"):
+        run_dedup(copy, DedupConfig())
