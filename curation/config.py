@@ -68,7 +68,9 @@ class ShotsConfig(Strict):
     max_clip_s: float = Field(default=60.0, gt=0.5, le=3600)
     detect_width: int = Field(default=64, ge=16, le=640)
     analysis_max_side: int = Field(default=384, ge=64, le=2048)
-    sample_fps: float = Field(default=8.0, gt=0, le=120)
+    # 6 fps: motion tiers were as accurate or better than at 8 fps on three generated seeds, at 3/4 the cost.
+    sample_fps: float = Field(default=6.0, gt=0, le=120)
+    decode_threads: int = Field(default=1, ge=0, le=64)  # 1: one core per Ray task; 0: FFmpeg decides
     keyframes: int = Field(default=3, ge=1, le=16)
     jpeg_quality: int = Field(default=85, ge=10, le=100)
 

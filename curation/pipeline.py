@@ -43,7 +43,7 @@ def analysis_settings(cfg: Any) -> AnalysisSettings:
     """Scorers requested by the config, with their configs and the shared sampling plan."""
     names = tuple(s for s in cfg.stages if s in SCORERS)
     return AnalysisSettings(names, {n: getattr(cfg, n) for n in names}, cfg.shots.analysis_max_side,
-                            cfg.shots.sample_fps)
+                            cfg.shots.sample_fps, cfg.shots.decode_threads)
 
 
 def _record(lake: Lake, stage: str, section: Any, inputs: list[str], counts: dict[str, int], wall: float,

@@ -58,8 +58,12 @@ def video_fps(stream: av.VideoStream) -> float:
     return float(rate) if rate else 0.0
 
 
-def decode_video(path: str, start_frame: int = 0, end_frame: int | None = None) -> Iterator[DecodedFrame]:
+def decode_video(path: str, start_frame: int = 0, end_frame: int | None = None,
+                 threads: int = 1) -> Iterator[DecodedFrame]:
     """Decode ``[start_frame, end_frame)`` once, in order.
+
+    ``threads=1`` (the default) decodes on one core: Ray runs one task per core, so decoder threads would only
+    compete with the other tasks. ``threads=0`` lets FFmpeg choose (for a single process on an idle machine).
 
     Raises ``MediaError`` when the container cannot be read; a stream that breaks mid-way raises ``MediaError``
     naming the last good frame, so callers can keep what decoded.
@@ -72,7 +76,12 @@ def decode_video(path: str, start_frame: int = 0, end_frame: int | None = None) 
         if not container.streams.video:
             raise MediaError("no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        if threads == 1:
+            stream.thread_type = "SLICE"
+            stream.codec_context.thread_count = 1
+        else:
+            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = threads
         fps = video_fps(stream)
         if not fps > 0:
             raise MediaError("video stream has no frame rate")

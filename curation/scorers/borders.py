@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,11 +42,6 @@ class BordersConfig(BaseModel):
     )
     max_frames: int = Field(48, ge=1, le=10_000, description="frames sampled uniformly for the analysis")
     subpixel: bool = Field(True, description="refine each edge from the brightness of the straddling row")
-
-
-def _gray(frames: np.ndarray) -> np.ndarray:
-    n, h, w, _ = frames.shape
-    return cv2.cvtColor(frames.reshape(n * h, w, 3), cv2.COLOR_BGR2GRAY).reshape(n, h, w)
 
 
 def _subsample(n: int, k: int) -> np.ndarray:
@@ -119,10 +113,16 @@ def _detect(g: np.ndarray, cfg: BordersConfig) -> tuple[float, float, float, flo
     return left, top, right, bottom
 
 
+def _clip_detect(clip: ClipFrames, cfg: BordersConfig) -> tuple[float, float, float, float] | None:
+    """``_detect`` on a clip's frames, computed once per clip and config (borders, blur and watermark all need it)."""
+    key = "borders.detect:" + cfg.model_dump_json()
+    return clip.derived(key, lambda: _detect(clip.gray()[_subsample(clip.num_frames, cfg.max_frames)], cfg))
+
+
 def clip_analysis_crop(clip: ClipFrames) -> tuple[int, int, int, int]:
-    """``analysis_crop`` of a clip's frames with the default config, computed once per clip (blur and watermark
-    both ask for it)."""
-    return clip.derived("borders.analysis_crop", lambda: analysis_crop(clip.gray()))
+    """``analysis_crop`` of a clip's frames with the default config, shared by the scorers that ask for it."""
+    _, h, w = clip.gray().shape
+    return _crop_from(_clip_detect(clip, BordersConfig()), w, h)
 
 
 def analysis_crop(gray: np.ndarray, cfg: BordersConfig | None = None) -> tuple[int, int, int, int]:
@@ -132,8 +132,10 @@ def analysis_crop(gray: np.ndarray, cfg: BordersConfig | None = None) -> tuple[i
     """
     cfg = cfg or BordersConfig()
     _, h, w = gray.shape
-    g = gray[_subsample(gray.shape[0], cfg.max_frames)]
-    det = _detect(g, cfg)
+    return _crop_from(_detect(gray[_subsample(gray.shape[0], cfg.max_frames)], cfg), w, h)
+
+
+def _crop_from(det: tuple[float, float, float, float] | None, w: int, h: int) -> tuple[int, int, int, int]:
     if det is None:
         return 0, 0, w, h
     left, top, right, bottom = det
@@ -155,12 +157,11 @@ def score(clip: ClipFrames, cfg: BordersConfig) -> dict[str, object]:
         "crop_y1": sh,
         "border_fraction": 0.0,
     }
-    g = _gray(clip.frames[_subsample(clip.num_frames, cfg.max_frames)])
-    _, h, w = g.shape
+    _, h, w = clip.gray().shape
     sx = w / float(sw)
     sy = h / float(sh)
 
-    det = _detect(g, cfg)
+    det = _clip_detect(clip, cfg)
     if det is None:
         return full
     left, top, right, bottom = det

@@ -48,8 +48,8 @@ def overexposure(clipped_high: float, tail: float, cfg: ExposureConfig) -> float
 
 def score(clip: ClipFrames, cfg: ExposureConfig) -> dict[str, object]:
     """Pooled luma statistics of all sampled frames."""
-    n, h, w, _ = clip.frames.shape
-    g = cv2.cvtColor(clip.frames.reshape(n * h, w, 3), cv2.COLOR_BGR2GRAY)
+    n, h, w = clip.gray().shape
+    g = clip.gray().reshape(n * h, w)
     hist = cv2.calcHist([g], [0], None, [256], [0, 256]).ravel().astype(np.float64)
     total = float(hist.sum())
     mean = float(hist @ np.arange(256, dtype=np.float64)) / total

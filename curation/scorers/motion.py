@@ -71,7 +71,7 @@ class MotionConfig(BaseModel):
     flow_width: int = Field(default=160, ge=32, le=1024)  # flow is computed at this width (never upscaled)
     raft_weights: str | None = None  # local path of torchvision raft_small state dict (backend "raft")
     raft_iters: int = Field(default=12, ge=1, le=32)
-    max_pairs: int = Field(default=64, ge=1, le=10_000)  # longer clips: evenly spaced frame pairs
+    max_pairs: int = Field(default=24, ge=1, le=10_000)  # longer clips: evenly spaced frame pairs
 
     # --- camera fit ---
     grid_step: int = Field(default=4, ge=1, le=32)  # flow vectors for the camera fit, every `grid_step` px

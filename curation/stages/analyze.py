@@ -31,7 +31,8 @@ class AnalysisSettings:
     scorers: tuple[str, ...]
     configs: dict[str, BaseModel]
     analysis_max_side: int = 384
-    sample_fps: float = 8.0
+    sample_fps: float = 6.0
+    decode_threads: int = 1
 
 
 def _finite(values: dict[str, object]) -> str | None:
@@ -69,7 +70,7 @@ def clip_frames_from_file(clip: dict[str, Any], settings: AnalysisSettings) -> C
                           image[None], np.zeros(1, np.int64), 0, 1)
     fps = float(clip["fps"])
     frames, indices = [], []
-    for f in decode_video(clip["uri"], start, end):
+    for f in decode_video(clip["uri"], start, end, threads=settings.decode_threads):
         if is_sampled(f.index, fps, settings.sample_fps, start):
             frames.append(f.bgr(settings.analysis_max_side))
             indices.append(f.index)

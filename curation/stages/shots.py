@@ -125,7 +125,7 @@ def split_video(video: dict[str, Any], settings: ShotSettings) -> Rows:
 
     last = -1
     try:
-        for frame in decode_video(video["uri"]):
+        for frame in decode_video(video["uri"], threads=cfg.decode_threads):
             tiny = frame.bgr(cfg.detect_width, fast=True)
             found = detector.process_frame(FrameTimecode(frame.index, fps), tiny)
             cuts.extend(int(c.frame_num) for c in found if int(c.frame_num) > builder.start)
