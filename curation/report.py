@@ -97,9 +97,14 @@ def write_report(lake: Lake, cfg: ReportConfig, out_dir: str | None = None) -> s
     summary = text_summary(lake)
     with open(os.path.join(out_dir, "summary.txt"), "w") as f:
         f.write(summary + "\n")
-    curated = lake.read("curated", columns=["clip_id", "keep", "reject_reasons", "motion_tier", "scores_json"])
+    curated = lake.read("curated", columns=["clip_id", "media_type", "keep", "reject_reasons", "motion_tier",
+                                            "scores_json"])
     rows = curated.to_pylist()
     scores = [json.loads(r["scores_json"]) for r in rows]
+    for s, r in zip(scores, rows):
+        if r["media_type"] == "image":  # an image has no duration or motion: keep it out of those histograms
+            for key in [k for k in s if k.startswith(("duration_resolution.duration", "motion."))]:
+                del s[key]
     figs = []
     for key in HISTOGRAM_SCORES:
         kept = [float(s[key]) for s, r in zip(scores, rows) if r["keep"] and _ok(s.get(key))]
