@@ -15,6 +15,8 @@ import pyarrow as pa
 from curation.config import ReportConfig
 from curation.lake.tables import Lake
 
+LOG_SCALE_SCORES = {"blur.laplacian_var"}  # heavy-tailed: shown as log10
+
 HISTOGRAM_SCORES = [
     "duration_resolution.duration_s", "blur.laplacian_var", "blur.blur_score", "exposure.overexposure_score",
     "exposure.clipped_high_fraction", "borders.border_fraction", "motion.camera_motion", "motion.subject_motion",
@@ -25,7 +27,7 @@ HISTOGRAM_SCORES = [
 def text_summary(lake: Lake) -> str:
     """Counts per status, per reject reason and per motion tier, and the failed inputs with their messages."""
     videos = lake.read("videos", columns=["uri", "media_type", "status", "error", "duplicate_of"])
-    curated = lake.read("curated", columns=["clip_id", "media_type", "keep", "reject_reasons", "motion_tier"])
+    curated = lake.read("curated", columns=["clip_id", "uri", "start_frame", "end_frame", "media_type", "keep", "reject_reasons", "motion_tier"])
     lines = ["== curation summary =="]
     st = Counter(videos.column("status").to_pylist())
     lines.append(f"inputs: {videos.num_rows} ({', '.join(f'{k} {v}' for k, v in sorted(st.items()))})")
@@ -85,7 +87,8 @@ def _thumb_strip(rows: list[dict[str, Any]], keyframes: dict[str, list[bytes]]) 
         imgs = "".join(f'<img src="data:image/jpeg;base64,{base64.b64encode(k).decode()}" height="72">'
                        for k in keyframes.get(r["clip_id"], [])[:3])
         why = ", ".join(r["reject_reasons"] or []) or "kept"
-        cells.append(f'<div class="clip">{imgs}<br><code>{html.escape(r["clip_id"][-20:])}</code> '
+        name = f'{os.path.basename(r["uri"])} [{r["start_frame"]}, {r["end_frame"]})'
+        cells.append(f'<div class="clip">{imgs}<br><code>{html.escape(name)}</code> '
                      f'{html.escape(r.get("motion_tier") or "")}<br><small>{html.escape(why)}</small></div>')
     return "".join(cells)
 
@@ -97,7 +100,7 @@ def write_report(lake: Lake, cfg: ReportConfig, out_dir: str | None = None) -> s
     summary = text_summary(lake)
     with open(os.path.join(out_dir, "summary.txt"), "w") as f:
         f.write(summary + "\n")
-    curated = lake.read("curated", columns=["clip_id", "media_type", "keep", "reject_reasons", "motion_tier",
+    curated = lake.read("curated", columns=["clip_id", "uri", "start_frame", "end_frame", "media_type", "keep", "reject_reasons", "motion_tier",
                                             "scores_json"])
     rows = curated.to_pylist()
     scores = [json.loads(r["scores_json"]) for r in rows]
@@ -107,9 +110,11 @@ def write_report(lake: Lake, cfg: ReportConfig, out_dir: str | None = None) -> s
                 del s[key]
     figs = []
     for key in HISTOGRAM_SCORES:
-        kept = [float(s[key]) for s, r in zip(scores, rows) if r["keep"] and _ok(s.get(key))]
-        rej = [float(s[key]) for s, r in zip(scores, rows) if not r["keep"] and _ok(s.get(key))]
-        figs.append(_svg_histogram(key, kept, rej))
+        log = key in LOG_SCALE_SCORES
+        f = (lambda v: math.log10(max(v, 1e-6))) if log else float
+        kept = [f(s[key]) for s, r in zip(scores, rows) if r["keep"] and _ok(s.get(key))]
+        rej = [f(s[key]) for s, r in zip(scores, rows) if not r["keep"] and _ok(s.get(key))]
+        figs.append(_svg_histogram(f"log10({key})" if log else key, kept, rej))
     n = cfg.thumbnails_per_group
     kept_rows = [r for r in rows if r["keep"]][:n]
     rej_rows = [r for r in rows if not r["keep"]][:n]
