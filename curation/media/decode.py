@@ -11,7 +11,7 @@ import av
 import cv2
 import numpy as np
 
-from curation.media.probe import MediaError
+from curation.media.probe import MediaError, open_video
 
 
 class DecodedFrame:
@@ -53,11 +53,6 @@ def is_sampled(index: int, fps: float, sample_fps: float, start: int = 0) -> boo
     return int(k * sample_fps // fps) != int((k - 1) * sample_fps // fps)
 
 
-def video_fps(stream: av.VideoStream) -> float:
-    rate = stream.average_rate or stream.guessed_rate
-    return float(rate) if rate else 0.0
-
-
 def decode_video(path: str, start_frame: int = 0, end_frame: int | None = None,
                  threads: int = 1) -> Iterator[DecodedFrame]:
     """Decode ``[start_frame, end_frame)`` once, in order.
@@ -68,23 +63,14 @@ def decode_video(path: str, start_frame: int = 0, end_frame: int | None = None,
     Raises ``MediaError`` when the container cannot be read; a stream that breaks mid-way raises ``MediaError``
     naming the last good frame, so callers can keep what decoded.
     """
-    try:
-        container = av.open(path)
-    except av.FFmpegError as e:
-        raise MediaError(f"cannot open as a media container: {e}") from e
+    container, stream, fps = open_video(path)
     with container:
-        if not container.streams.video:
-            raise MediaError("no video stream")
-        stream = container.streams.video[0]
         if threads == 1:
             stream.thread_type = "SLICE"
             stream.codec_context.thread_count = 1
         else:
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = threads
-        fps = video_fps(stream)
-        if not fps > 0:
-            raise MediaError("video stream has no frame rate")
         size = (stream.codec_context.width, stream.codec_context.height)
         time_base = float(stream.time_base) if stream.time_base else 1.0 / fps
         t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0

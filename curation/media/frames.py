@@ -16,6 +16,13 @@ import numpy as np
 T = TypeVar("T")
 
 
+def spread_indices(n: int, k: int) -> np.ndarray:
+    """At most ``k`` indices spread evenly over ``range(n)`` (all of them when ``n <= k``)."""
+    if n <= k:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
 @dataclass(frozen=True)
 class ClipFrames:
     """Sampled frames of one clip (or one image) at analysis resolution.

@@ -99,24 +99,33 @@ def read_image(path: str) -> np.ndarray:
     return image
 
 
-def _probe_video(path: str, min_side: int) -> ProbeResult:
+def open_video(path: str) -> tuple[av.container.InputContainer, av.VideoStream, float]:
+    """Open a container and its first video stream; ``MediaError`` when there is none or it has no frame rate.
+    The caller closes the container (``with container:``)."""
     try:
         container = av.open(path)
     except av.FFmpegError as e:
         raise MediaError(f"cannot open as a media container: {e}") from e
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        container.close()
+        raise MediaError(f"no video stream (streams: {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else 0.0
+    if not fps > 0:
+        container.close()
+        raise MediaError("video stream has no frame rate")
+    return container, stream, fps
+
+
+def _probe_video(path: str, min_side: int) -> ProbeResult:
+    container, stream, fps = open_video(path)
     with container:
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["none"]
-            raise MediaError(f"no video stream (streams: {', '.join(kinds)})")
-        stream = container.streams.video[0]
         ctx = stream.codec_context
         width, height = int(ctx.width or 0), int(ctx.height or 0)
         if min(width, height) < min_side:
             raise MediaError(f"resolution {width}x{height} below the minimum side of {min_side} px")
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else 0.0
-        if not fps > 0:
-            raise MediaError("video stream has no frame rate")
         duration_s = 0.0
         if stream.duration is not None and stream.time_base is not None:
             duration_s = float(stream.duration * stream.time_base)

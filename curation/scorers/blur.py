@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from curation.media.frames import ClipFrames
+from curation.media.frames import ClipFrames, spread_indices
 from curation.scorers.borders import clip_analysis_crop
 
 STAGE = "blur"
@@ -36,12 +36,6 @@ class BlurConfig(BaseModel):
     tile_size: int = Field(40, ge=0, le=1024, description="tile side (working px); 0: whole-frame variance")
     tile_quantile: float = Field(0.5, ge=0.0, le=1.0, description="quantile of the per-tile variances")
     crop_borders: bool = Field(True, description="exclude black bars (borders.analysis_crop) from the statistic")
-
-
-def _subsample(n: int, k: int) -> np.ndarray:
-    if n <= k:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
 def laplacian_variance(
@@ -79,7 +73,7 @@ def blur_score(laplacian_var: float, cfg: BlurConfig) -> float:
 
 def score(clip: ClipFrames, cfg: BlurConfig) -> dict[str, object]:
     """Median Laplacian variance over the sampled frames and the derived blur score."""
-    gray = clip.gray()[_subsample(clip.num_frames, cfg.max_frames)]
+    gray = clip.gray()[spread_indices(clip.num_frames, cfg.max_frames)]
     n, h, w = gray.shape
     x0, y0, x1, y1 = clip_analysis_crop(clip) if cfg.crop_borders else (0, 0, w, h)
     values = [

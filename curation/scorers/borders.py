@@ -22,7 +22,7 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from curation.media.frames import ClipFrames
+from curation.media.frames import ClipFrames, spread_indices
 
 STAGE = "borders"
 VERSION = "1"
@@ -42,12 +42,6 @@ class BordersConfig(BaseModel):
     )
     max_frames: int = Field(48, ge=1, le=10_000, description="frames sampled uniformly for the analysis")
     subpixel: bool = Field(True, description="refine each edge from the brightness of the straddling row")
-
-
-def _subsample(n: int, k: int) -> np.ndarray:
-    if n <= k:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
 def _dark_lines(g: np.ndarray, axis: int, cfg: BordersConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +110,7 @@ def _detect(g: np.ndarray, cfg: BordersConfig) -> tuple[float, float, float, flo
 def _clip_detect(clip: ClipFrames, cfg: BordersConfig) -> tuple[float, float, float, float] | None:
     """``_detect`` on a clip's frames, computed once per clip and config (borders, blur and watermark all need it)."""
     key = "borders.detect:" + cfg.model_dump_json()
-    return clip.derived(key, lambda: _detect(clip.gray()[_subsample(clip.num_frames, cfg.max_frames)], cfg))
+    return clip.derived(key, lambda: _detect(clip.gray()[spread_indices(clip.num_frames, cfg.max_frames)], cfg))
 
 
 def clip_analysis_crop(clip: ClipFrames) -> tuple[int, int, int, int]:
@@ -132,7 +126,7 @@ def analysis_crop(gray: np.ndarray, cfg: BordersConfig | None = None) -> tuple[i
     """
     cfg = cfg or BordersConfig()
     _, h, w = gray.shape
-    return _crop_from(_detect(gray[_subsample(gray.shape[0], cfg.max_frames)], cfg), w, h)
+    return _crop_from(_detect(gray[spread_indices(gray.shape[0], cfg.max_frames)], cfg), w, h)
 
 
 def _crop_from(det: tuple[float, float, float, float] | None, w: int, h: int) -> tuple[int, int, int, int]:

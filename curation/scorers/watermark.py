@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from curation.media.frames import ClipFrames
+from curation.media.frames import ClipFrames, spread_indices
 from curation.scorers.borders import clip_analysis_crop
 
 STAGE = "watermark"
@@ -77,12 +77,6 @@ class WatermarkConfig(BaseModel):
 
 def _none(score: float = 0.0) -> dict[str, object]:
     return {"has_watermark": False, "watermark_score": float(score), "wm_x0": -1, "wm_y0": -1, "wm_x1": -1, "wm_y1": -1}
-
-
-def _subsample(n: int, k: int) -> np.ndarray:
-    if n <= k:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
 def _to_source(box: tuple[float, float, float, float], clip: ClipFrames) -> tuple[int, int, int, int]:
@@ -121,7 +115,7 @@ def persistence_map(gray: np.ndarray, highpass_sigma: float = 0.0) -> tuple[np.n
 def _score_persistence(clip: ClipFrames, cfg: WatermarkConfig) -> dict[str, object]:
     if clip.num_frames < cfg.min_frames:
         return _none()
-    gray = clip.gray()[_subsample(clip.num_frames, cfg.max_frames)]
+    gray = clip.gray()[spread_indices(clip.num_frames, cfg.max_frames)]
     n, h, w = gray.shape
     # Work inside the content area (black bars cut off, 2 px margin): a bar's edge is a static edge too.
     ox0, oy0, ox1, oy1 = clip_analysis_crop(clip) if cfg.crop_borders else (0, 0, w, h)
