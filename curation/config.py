@@ -39,7 +39,13 @@ class InputConfig(Strict):
 
 class RayConfig(Strict):
     address: str | None = None  # None: the embedded local Ray; "auto" or "ray://..." for a cluster
-    num_cpus: int | None = Field(default=None, ge=1)
+    num_cpus: int | None = Field(default=None, ge=1)  # the embedded local Ray only
+
+    @model_validator(mode="after")
+    def _cpus_only_local(self) -> "RayConfig":
+        if self.address is not None and self.num_cpus is not None:
+            raise ValueError("num_cpus sizes the embedded local Ray; a cluster (address set) has its own")
+        return self
 
 
 class ExecutionConfig(Strict):
@@ -72,6 +78,12 @@ class ShotsConfig(Strict):
     sample_fps: float = Field(default=6.0, gt=0, le=120)
     decode_threads: int = Field(default=1, ge=0, le=64)  # 1: one core per Ray task; 0: FFmpeg decides
     keyframes: int = Field(default=3, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "ShotsConfig":
+        if self.max_clip_s < self.min_shot_s:
+            raise ValueError(f"max_clip_s ({self.max_clip_s}) is below min_shot_s ({self.min_shot_s})")
+        return self
     jpeg_quality: int = Field(default=85, ge=10, le=100)
 
 
@@ -96,6 +108,13 @@ class SelectConfig(Strict):
     reject_near_duplicates: bool = True
     images_skip_duration: bool = True
 
+    @model_validator(mode="after")
+    def _duration_range(self) -> "SelectConfig":
+        if self.max_duration_s is not None and self.max_duration_s <= self.min_duration_s:
+            raise ValueError(f"max_duration_s ({self.max_duration_s}) must exceed min_duration_s "
+                             f"({self.min_duration_s})")
+        return self
+
     @field_validator("exclude_tiers")
     @classmethod
     def _known_tiers(cls, v: list[str]) -> list[str]:
@@ -115,6 +134,7 @@ class SelectConfig(Strict):
 
 class ReportConfig(Strict):
     html: bool = True
+    out_dir: str | None = None  # default: <lake>/reports (local lake) or ./curation_report
     thumbnails_per_group: int = Field(default=12, ge=0, le=200)
 
 
@@ -182,11 +202,17 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> An
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
     data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config: {path} must hold a mapping at the top level")
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
+        for i, p in enumerate(parents):
+            if node.get(p) is None:
+                node[p] = {}
+            node = node[p]
+            if not isinstance(node, dict):
+                raise ConfigError(f"invalid override '{dotted}': '{'.'.join(parents[:i + 1])}' is not a section")
         node[leaf] = value
     return parse_config(data)
 

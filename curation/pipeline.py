@@ -103,9 +103,13 @@ def run_curation(cfg: Any, report: bool = True) -> CurationSummary:
             counts = run_dedup(lake, cfg.dedup)
             _record(lake, stage, cfg.dedup, ["stages/phash"], counts, time.perf_counter() - t0, started)
         elif stage == "select":
-            counts = run_select(lake, list(STAGE_ORDER), cfg.select)
-            _record(lake, stage, cfg.select, [t for t in lake.tables() if t.startswith(("clips", "stages/"))],
-                    counts, time.perf_counter() - t0, started)
+            # Gate on the stages this run was configured with; a select-only run (re-thresholding) gates on
+            # every stage table the lake holds.
+            gated = [s for s in cfg.stages if s in SCORERS or s == "dedup"] or [s for s in STAGE_ORDER
+                                                                               if s in SCORERS or s == "dedup"]
+            counts = run_select(lake, gated, cfg.select)
+            _record(lake, stage, cfg.select, ["clips", *[f"stages/{s}" for s in gated]], counts,
+                    time.perf_counter() - t0, started)
         else:  # pragma: no cover - the config validator rejects unknown stages
             raise ValueError(stage)
         counts["wall_s"] = round(time.perf_counter() - t0, 2)

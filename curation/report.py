@@ -85,7 +85,7 @@ def _thumb_strip(rows: list[dict[str, Any]], keyframes: dict[str, list[bytes]]) 
     cells = []
     for r in rows:
         imgs = "".join(f'<img src="data:image/jpeg;base64,{base64.b64encode(k).decode()}" height="72">'
-                       for k in keyframes.get(r["clip_id"], [])[:3])
+                       for k in (keyframes.get(r["clip_id"]) or [])[:3])
         why = ", ".join(r["reject_reasons"] or []) or "kept"
         name = f'{os.path.basename(r["uri"])} [{r["start_frame"]}, {r["end_frame"]})'
         cells.append(f'<div class="clip">{imgs}<br><code>{html.escape(name)}</code> '
@@ -94,8 +94,10 @@ def _thumb_strip(rows: list[dict[str, Any]], keyframes: dict[str, list[bytes]]) 
 
 
 def write_report(lake: Lake, cfg: ReportConfig, out_dir: str | None = None) -> str:
-    """Write ``summary.txt`` and ``report.html`` under ``out_dir`` (default ``<lake>/reports``); returns it."""
-    out_dir = out_dir or os.path.join(lake.root, "reports")
+    """Write ``summary.txt`` and ``report.html`` under ``out_dir`` (default: ``report.out_dir``, else
+    ``<lake>/reports`` for a local lake and ``./curation_report`` for an object-store one); returns it."""
+    out_dir = out_dir or cfg.out_dir or (os.path.join(lake.root, "reports") if lake.is_local
+                                         else "curation_report")
     os.makedirs(out_dir, exist_ok=True)
     summary = text_summary(lake)
     with open(os.path.join(out_dir, "summary.txt"), "w") as f:

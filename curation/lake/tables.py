@@ -38,6 +38,10 @@ class Lake:
         if _is_local(self.root):
             os.makedirs(self.root, exist_ok=True)
 
+    @property
+    def is_local(self) -> bool:
+        return _is_local(self.root)
+
     def uri(self, table: str) -> str:
         """Location of ``table`` (``clips``, ``stages/blur``...)."""
         return f"{self.root}/{table}.lance"

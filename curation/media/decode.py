@@ -53,17 +53,18 @@ def is_sampled(index: int, fps: float, sample_fps: float, start: int = 0) -> boo
     return int(k * sample_fps // fps) != int((k - 1) * sample_fps // fps)
 
 
-def decode_video(path: str, start_frame: int = 0, end_frame: int | None = None,
-                 threads: int = 1) -> Iterator[DecodedFrame]:
-    """Decode ``[start_frame, end_frame)`` once, in order.
+def decode_video(path: str, end_frame: int | None = None, threads: int = 1) -> Iterator[DecodedFrame]:
+    """Decode frames ``[0, end_frame)`` in order, numbering them by count from the first frame.
 
+    Always from the start: counting is the one frame numbering that holds for every container (a seek's
+    timestamps are unreliable in MPEG-TS/PS and variable-frame-rate files), and a file's clips share one decode.
     ``threads=1`` (the default) decodes on one core: Ray runs one task per core, so decoder threads would only
     compete with the other tasks. ``threads=0`` lets FFmpeg choose (for a single process on an idle machine).
 
     Raises ``MediaError`` when the container cannot be read; a stream that breaks mid-way raises ``MediaError``
     naming the last good frame, so callers can keep what decoded.
     """
-    container, stream, fps = open_video(path)
+    container, stream, _ = open_video(path)
     with container:
         if threads == 1:
             stream.thread_type = "SLICE"
@@ -72,20 +73,10 @@ def decode_video(path: str, start_frame: int = 0, end_frame: int | None = None,
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = threads
         size = (stream.codec_context.width, stream.codec_context.height)
-        time_base = float(stream.time_base) if stream.time_base else 1.0 / fps
-        t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        if start_frame > 0:
-            # Seek to the keyframe before the clip; frame indices then come from timestamps.
-            container.seek(int((start_frame / fps + t0) / time_base), stream=stream, backward=True)
         index = -1
         try:
             for frame in container.decode(stream):
-                if start_frame > 0 and frame.pts is not None:
-                    index = int(round((frame.pts * time_base - t0) * fps))
-                else:
-                    index += 1
-                if index < start_frame:
-                    continue
+                index += 1
                 if end_frame is not None and index >= end_frame:
                     break
                 yield DecodedFrame(index, frame, size)

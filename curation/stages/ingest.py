@@ -26,10 +26,15 @@ def list_inputs(cfg: InputConfig) -> list[str]:
     """Absolute paths of the media to ingest: folders walked for media extensions, files taken as named,
     URI lists read line by line. Sorted, without repeats. A path that does not exist is an error."""
     found: list[str] = []
-    for p in cfg.paths:
+
+    def local(p: str, base: str = "") -> str:
         path = p[len("file://"):] if p.startswith("file://") else p
         if "://" in path:
             raise ValueError(f"input {p!r}: only local paths and file:// URIs are supported by ingest")
+        return os.path.join(base, path)  # relative entries of a URI list resolve against the list's folder
+
+    for p in cfg.paths:
+        path = local(p)
         if os.path.isdir(path):
             walker = os.walk(path) if cfg.recursive else [(path, [], os.listdir(path))]
             for dirpath, _, files in walker:
@@ -40,8 +45,9 @@ def list_inputs(cfg: InputConfig) -> list[str]:
         else:
             raise FileNotFoundError(f"input path does not exist: {p}")
     for listing in cfg.uri_lists:
+        base = os.path.dirname(os.path.abspath(listing))
         with open(listing) as f:
-            found += [line.strip().removeprefix("file://") for line in f if line.strip() and not line.startswith("#")]
+            found += [local(line.strip(), base) for line in f if line.strip() and not line.startswith("#")]
     return sorted({os.path.abspath(p) for p in found})
 
 

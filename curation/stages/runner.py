@@ -129,15 +129,21 @@ def run_items(
                 result.written[t] = result.written.get(t, 0) + n
                 pending[t] = []
 
+    # Rows of an item whose done-marker has not arrived yet (Ray may split an output block between batches):
+    # they wait here, so a commit never holds part of an item.
+    partial: dict[str, list[pa.Table]] = {t: [] for t in commit_order}
     for batch in _iterate(items, work, on_error, backend, items_per_task, concurrency):
         items_in_batch = 0
         for table, rows in _unpack(batch):
             if table == _ITEM_DONE:
                 items_in_batch += 1
+                for t in commit_order:
+                    pending[t] += partial[t]
+                    partial[t] = []
                 continue
-            if table not in pending or rows is None:
+            if table not in partial or rows is None:
                 raise RuntimeError(f"stage {stage} produced rows for {table!r}, not in {list(commit_order)}")
-            pending[table].append(rows)
+            partial[table].append(rows)
         done_items += items_in_batch
         since_commit += items_in_batch
         if since_commit >= commit_every:

@@ -51,28 +51,26 @@ def _num(v: Any) -> float | None:
 
 
 def decide(row: dict[str, Any], stages: list[str], cfg: SelectConfig) -> tuple[list[str], tuple[int, int, int, int]]:
-    """Reject reasons and crop box of one joined row."""
+    """Reject reasons and crop box of one joined row. ``stages`` are the stage tables a clip must have a row in.
+
+    Duration and resolution come from the clip itself, so they hold whether or not the ``duration_resolution``
+    stage ran; resolution is judged on the crop box (black bars and a watermark strip removed)."""
     reasons: list[str] = []
     if row["status"] != STATUS_OK:
         return [f"error:clips: {row['error']}"], (0, 0, 0, 0)
-    present = [s for s in stages if f"{s}.status" in row]
-    for s in present:
-        st = row[f"{s}.status"]
+    for s in stages:
+        st = row.get(f"{s}.status")
         if st is None:
             reasons.append(f"missing:{s}")
         elif st != STATUS_OK:
             reasons.append(f"error:{s}")
     g = lambda key: _num(row.get(key))  # noqa: E731
-    is_image = row["media_type"] == "image"
-    dur = g("duration_resolution.duration_s")
-    if dur is not None and not (is_image and cfg.images_skip_duration):
+    dur = _num(row["duration_s"])
+    if dur is not None and not (row["media_type"] == "image" and cfg.images_skip_duration):
         if dur <= cfg.min_duration_s:
             reasons.append("too_short")
         if cfg.max_duration_s is not None and dur > cfg.max_duration_s:
             reasons.append("too_long")
-    short = g("duration_resolution.short_side")
-    if short is not None and short < cfg.min_short_side[cfg.train_stage]:
-        reasons.append("low_resolution")
     if (v := g("borders.border_fraction")) is not None and v > cfg.max_border_fraction:
         reasons.append("border")
     if (v := g("exposure.overexposure_score")) is not None and v > cfg.max_overexposure:
@@ -90,9 +88,12 @@ def decide(row: dict[str, Any], stages: list[str], cfg: SelectConfig) -> tuple[l
     if g("borders.crop_x1") is not None and row.get("borders.status") == STATUS_OK:
         crop = (int(row["borders.crop_x0"]), int(row["borders.crop_y0"]), int(row["borders.crop_x1"]),
                 int(row["borders.crop_y1"]))
-    if row.get("watermark.has_watermark") and (g("watermark.wm_x0") or -1) >= 0:
+    wm_x0 = g("watermark.wm_x0")
+    if row.get("watermark.has_watermark") and wm_x0 is not None and wm_x0 >= 0:
         crop = crop_excluding(crop, (int(row["watermark.wm_x0"]), int(row["watermark.wm_y0"]),
                                      int(row["watermark.wm_x1"]), int(row["watermark.wm_y1"])))
+    if min(crop[2] - crop[0], crop[3] - crop[1]) < cfg.min_short_side[cfg.train_stage]:
+        reasons.append("low_resolution")
     return reasons, crop
 
 
@@ -115,7 +116,9 @@ def select_rows(wide: pa.Table, stages: list[str], cfg: SelectConfig) -> list[di
 
 
 def run_select(lake: Lake, stages: list[str], cfg: SelectConfig) -> dict[str, int]:
-    """Rewrite ``curated`` from the stored scores; returns ``{"in", "kept", "rejected", "failed"}``."""
+    """Rewrite ``curated`` from the stored scores of ``stages`` (every clip must have a row in each of them
+    that exists in the lake); returns ``{"in", "kept", "rejected", "failed"}``."""
+    stages = [s for s in stages if lake.exists(f"stages/{s}")]
     wide = joined_scores(lake, stages)
     rows = select_rows(wide, stages, cfg)
     lake.overwrite("curated", pa.Table.from_pylist(rows, schema=CURATED))

@@ -148,6 +148,11 @@ def split_video(video: dict[str, Any], settings: ShotSettings) -> Rows:
     builder.close(last + 1)
     if last < 0:
         builder.rows["clips"].append(_error_clip(video, "no frame decoded", start=0))
+    expected = int(video.get("num_frames") or 0)
+    if last >= 0 and expected - (last + 1) > max(3, 0.02 * expected):
+        # FFmpeg ends a cut-off stream quietly: the container promised more frames than decoded.
+        builder.rows["clips"].append(_error_clip(
+            video, f"stream ended after {last + 1} of {expected} frames (truncated or corrupt)", start=last + 1))
     return builder.rows
 
 

@@ -44,3 +44,27 @@ def test_ingest_without_input_is_rejected():
 def test_subset_of_stages_is_ordered():
     cfg = parse_config({**BASE, "stages": ["select", "ingest", "blur"]})
     assert cfg.stages == ["ingest", "blur", "select"]
+
+
+@pytest.mark.parametrize(
+    "patch, fragment",
+    [
+        ({"ray": {"address": "auto", "num_cpus": 4}}, "num_cpus sizes the embedded local Ray"),
+        ({"select": {"min_duration_s": 4, "max_duration_s": 2}}, "must exceed min_duration_s"),
+        ({"shots": {"min_shot_s": 5, "max_clip_s": 2}}, "is below min_shot_s"),
+    ],
+)
+def test_contradictory_values_are_rejected(patch, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        parse_config({**BASE, **patch})
+
+
+def test_override_under_a_scalar_is_a_config_error(tmp_path):
+    from curation.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("lake: /tmp/x\ninput:\n  paths: [/tmp/m]\n")
+    with pytest.raises(ConfigError, match="'lake' is not a section"):
+        load_config(path, {"lake.x": 1})
+    cfg = load_config(path, {"report.out_dir": "/tmp/r"})  # a missing section is created
+    assert cfg.report.out_dir == "/tmp/r"

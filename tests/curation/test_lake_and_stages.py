@@ -9,7 +9,6 @@ import pytest
 
 from curation.config import IngestConfig, InputConfig
 from curation.lake import KeyedWriter, Lake
-from curation.stages.analyze import clip_frames_from_file, score_clip
 from curation.stages.ingest import list_inputs, run_ingest
 from tests.conftest import demo_config
 
@@ -63,24 +62,73 @@ def test_missing_input_path_is_an_error(tmp_path):
         list_inputs(InputConfig(paths=[str(tmp_path / "nope")]))
 
 
-def test_rescoring_a_clip_alone_gives_the_shot_pass_scores(curated_lake):
-    """The per-clip pass (used when a scorer is added later) samples the same frames as the shot pass."""
-    from curation.pipeline import analysis_settings
-
-    lake, _ = curated_lake
-    settings = analysis_settings(demo_config(lake.root, "/unused"))
-    clips = lake.read("clips", filter="status = 'ok'").to_pylist()
-    picked = [c for c in clips if c["start_frame"] > 0][:2] + [c for c in clips if c["media_type"] == "image"][:1]
-    picked += [c for c in clips if c["start_frame"] == 0 and c["media_type"] == "video"][:2]
-    for clip in picked:
-        fresh = score_clip(clip_frames_from_file(clip, settings), settings)
-        for table, (row,) in fresh.items():
-            stored = lake.read(table, filter=f"clip_id = '{clip['clip_id']}'").to_pylist()[0]
+def _assert_same_rows(fresh: Lake, stored: Lake, tables: list[str]) -> None:
+    for table in tables:
+        a = {r["clip_id"]: r for r in fresh.read(table).to_pylist()}
+        b = {r["clip_id"]: r for r in stored.read(table).to_pylist()}
+        assert a.keys() == b.keys() and a, table
+        for cid, row in a.items():
             for k, v in row.items():
                 if isinstance(v, float):
-                    assert math.isclose(v, stored[k], rel_tol=1e-4, abs_tol=1e-5), (table, k, clip["clip_id"])
+                    assert math.isclose(v, b[cid][k], rel_tol=1e-4, abs_tol=1e-5), (table, k, cid)
                 else:
-                    assert v == stored[k], (table, k, clip["clip_id"])
+                    assert v == b[cid][k], (table, k, cid)
+
+
+def _write_cut_video(path, fps: float = 24.0) -> None:
+    import av
+
+    from curation.synth.scenes import render_scene
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=int(fps))
+        s.width, s.height, s.pix_fmt = 320, 180, "yuv420p"
+        s.options = {"g": "12", "bf": "2"}  # keyframes every 12 frames, B-frames: cuts fall between keyframes
+        for kind, seed, n in (("optimal", 1, 41), ("camera_driven", 2, 37), ("static", 3, 30)):
+            for img in render_scene(kind, seed, 320, 180, n):
+                c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")))
+        c.mux(s.encode(None))
+
+
+@pytest.mark.parametrize("container", ["mp4", "ts", "mkv"])
+def test_scorers_added_later_give_the_shot_pass_scores(tmp_path, container):
+    """Scoring clips after they were cut (one decode per file, frames counted from the start) gives the same
+    rows as scoring them inside the shot pass, whatever the container (MPEG-TS has no reliable seek)."""
+    from curation.pipeline import run_curation
+
+    media = tmp_path / "media"
+    media.mkdir()
+    _write_cut_video(media / f"cuts.{container}")
+    scorers = ["duration_resolution", "borders", "exposure", "blur", "motion", "watermark", "phash"]
+    local = {"execution.backend": "local"}
+    run_curation(demo_config(tmp_path / "fused", media, stages=["ingest", "shots", *scorers], **local), report=False)
+    later = tmp_path / "later"
+    run_curation(demo_config(later, media, stages=["ingest", "shots"], **local), report=False)
+    run_curation(demo_config(later, media, stages=scorers, **local), report=False)
+    fused, rescored = Lake(str(tmp_path / "fused")), Lake(str(later))
+    assert fused.count("clips") == 3
+    _assert_same_rows(rescored, fused, [f"stages/{n}" for n in scorers])
+
+
+def test_changing_a_scorer_config_rescores_its_rows_only(tmp_path):
+    from curation.pipeline import run_curation
+
+    media = tmp_path / "media"
+    media.mkdir()
+    _write_cut_video(media / "cuts.mp4")
+    lake_dir, local = tmp_path / "lake", {"execution.backend": "local"}
+    run_curation(demo_config(lake_dir, media, stages=["ingest", "shots", "blur", "motion"], **local), report=False)
+    lake = Lake(str(lake_dir))
+    motion_version = lake.version("stages/motion")
+    before = {r["clip_id"]: r for r in lake.read("stages/blur").to_pylist()}
+    run_curation(demo_config(lake_dir, media, stages=["blur", "motion"], **{**local, "blur.reference_var": 30.0}),
+                 report=False)
+    after = {r["clip_id"]: r for r in lake.read("stages/blur").to_pylist()}
+    assert after.keys() == before.keys()
+    for cid in after:
+        assert after[cid]["stage_version"] != before[cid]["stage_version"]
+        assert after[cid]["blur_score"] > before[cid]["blur_score"]  # a higher reference: blurrier scores
+    assert lake.version("stages/motion") == motion_version  # untouched
 
 
 def test_empty_input_folder_runs_every_stage_to_empty_tables(tmp_path):
