@@ -1,0 +1,34 @@
+"""Wan-VAE training job: ``ray job submit --working-dir . -- python -m jobs.train_vae --config jobs/configs/vae_tiny.yaml``.
+
+Thin: validate the config (before Ray starts), then ``wanmodel.train.train_vae_ray``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.train_vae", description=__doc__)
+    parser.add_argument("--config", required=True, help="YAML VAETrainConfig (see jobs/configs/vae_tiny.yaml)")
+    parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pydantic import ValidationError
+
+    from wanmodel.train import load_train_config, train_vae_ray
+
+    try:
+        cfg = load_train_config(args.config)
+    except (ValidationError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result = train_vae_ray(cfg, num_workers=args.num_workers, use_gpu=args.gpu)
+    print(f"done: metrics {result.metrics}, checkpoint {result.checkpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
