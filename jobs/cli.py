@@ -3,6 +3,8 @@
   wan synth --out DIR [--preset test|demo] [--seed N]   generate sample media with ground-truth labels
   wan curate --config FILE [--stages a,b] [--set k=v]   run curation stages (same as python -m jobs.curate)
   wan demo [--out DIR]                                  the end-to-end demo on the embedded local Ray + Lance
+  wan vae roundtrip IN.mp4 OUT.mp4 [--weights PATH]     Wan-VAE encode + decode, prints PSNR
+  wan train-vae --config FILE                            Wan-VAE training on Ray Train (python -m jobs.train_vae)
 """
 from __future__ import annotations
 
@@ -61,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="test", choices=["test", "demo"])
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=_synth)
-    p = sub.add_parser("curate", help="run curation stages", add_help=False)
-    p.set_defaults(fn=None)
+    for name, text in (("curate", "run curation stages"), ("train-vae", "train the Wan-VAE"),
+                       ("vae", "Wan-VAE tools: vae roundtrip IN OUT")):
+        sub.add_parser(name, help=text, add_help=False)
     p = sub.add_parser("demo", help="end-to-end demo on generated media")
     p.add_argument("--out", default="out/demo")
     p.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "configs", "demo.yaml"))
@@ -73,6 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         from jobs.curate import main as curate_main
 
         return curate_main(argv[1:])
+    if argv and argv[0] == "train-vae":
+        from jobs.train_vae import main as train_main
+
+        return train_main(argv[1:])
+    if argv[:2] == ["vae", "roundtrip"]:
+        from wanmodel.cli_vae import main as vae_main
+
+        vae_main(argv[2:])
+        return 0
     args = parser.parse_args(argv)
     return args.fn(args)
 
