@@ -207,7 +207,8 @@ class CausalConv3d(nn.Conv3d):
         if history is not None and padding[4] > 0:
             x = torch.cat([history.to(x.device, x.dtype), x], dim=2)
             padding[4] -= history.shape[2]
-        return super().forward(F.pad(x, padding))
+        x = F.pad(x, padding)  # rebinding frees the unpadded copy before the conv runs (peak memory)
+        return super().forward(x)
 
     def stream(self, x: torch.Tensor, cache: FeatureCache | None) -> torch.Tensor:
         """Run on one chunk: prepend the previous chunk's tail from ``cache`` and store this chunk's tail."""
@@ -215,9 +216,12 @@ class CausalConv3d(nn.Conv3d):
             return self(x)
         slot = cache.claim()
         history = cache.slots[slot]
-        seen = x if history is None else torch.cat([history, x], dim=2)
-        # clone: a view would keep the whole chunk's activation alive
-        cache.slots[slot] = seen[:, :, -CACHE_T:].clone()
+        # Keep the last CACHE_T frames seen; clone so a view does not keep the whole chunk alive, and only
+        # concatenate when the chunk alone is shorter than the cache (a full-size copy would raise peak memory).
+        if history is None or x.shape[2] >= CACHE_T:
+            cache.slots[slot] = x[:, :, -CACHE_T:].clone()
+        else:
+            cache.slots[slot] = torch.cat([history[:, :, x.shape[2] - CACHE_T:], x], dim=2)
         return self(x, history)
 
 
