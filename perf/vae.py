@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from wanmodel.models.random_init import randomize_
 from wanmodel.models.vae import VAEConfig, WanVAE
 from wanmodel.models.vae_adapters import to_diffusers
 
@@ -52,19 +53,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 # ------------------------------------------------------------------------------------------------ models
-def randomize_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Every parameter random, fan-in scaled so activations stay O(1) (same recipe as tests/wanmodel/test_vae.py)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if name.endswith("gamma"):
-                param.copy_(1.0 + 0.1 * noise)
-            elif name.endswith("bias"):
-                param.copy_(0.05 * noise)
-            else:
-                param.copy_(noise / param[0].numel() ** 0.5)
-    return model
 
 
 def build_models(preset: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu", reference: bool = True,

@@ -17,6 +17,7 @@ from wanmodel.models.vae import (
     normalize_latents,
     num_latent_frames,
 )
+from wanmodel.models.random_init import randomize_
 from wanmodel.models.vae_adapters import (
     from_diffusers,
     infer_config,
@@ -30,22 +31,6 @@ TINY = VAEConfig.preset("tiny")
 # a second small shape: odd block count and the temporal downsampling in other stages
 TINY_ALT = VAEConfig(base_dim=8, num_res_blocks=1, dim_mult=(1, 2, 2, 4), temperal_downsample=(True, True, False))
 PARITY_ATOL = 1e-4
-
-
-def randomize_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Every parameter random (the released init zeroes attention projections, which would hide errors).
-    Weights are fan-in scaled so activations stay O(1) through the whole network."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if name.endswith("gamma"):
-                param.copy_(1.0 + 0.1 * noise)
-            elif name.endswith("bias"):
-                param.copy_(0.05 * noise)
-            else:
-                param.copy_(noise / param[0].numel() ** 0.5)
-    return model
 
 
 def random_video(frames: int, size: int = 32, seed: int = 0) -> torch.Tensor:
