@@ -6,7 +6,6 @@ leaves only whole commits behind, and its re-run skips the keys that made it, so
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -179,7 +178,3 @@ def status_counts(table: pa.Table) -> dict[str, int]:
         return {}
     vc = pc.value_counts(table.column("status"))
     return {d["values"]: d["counts"] for d in vc.to_pylist()}
-
-
-def to_json(obj: object) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)

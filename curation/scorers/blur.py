@@ -1,6 +1,6 @@
 """Sharpness: variance of the Laplacian of the luma, at a fixed working width.
 
-Each sampled frame is converted to luma, black bars are cut off (``borders.analysis_crop``: the hard bar edge is
+Each sampled frame is converted to luma, black bars are cut off (``borders.clip_analysis_crop``: the hard bar edge is
 the sharpest thing in a blurred letterboxed clip), and the frame is resized (area interpolation) by
 ``working_width / frame width`` when wider, so that the statistic is comparable across source resolutions.
 ``cv2.Laplacian`` (3x3 aperture) is then pooled over tiles of about ``tile_size`` px: the frame's value is the
@@ -35,7 +35,7 @@ class BlurConfig(BaseModel):
     max_frames: int = Field(64, ge=1, le=10_000, description="frames sampled uniformly for the analysis")
     tile_size: int = Field(40, ge=0, le=1024, description="tile side (working px); 0: whole-frame variance")
     tile_quantile: float = Field(0.5, ge=0.0, le=1.0, description="quantile of the per-tile variances")
-    crop_borders: bool = Field(True, description="exclude black bars (borders.analysis_crop) from the statistic")
+    crop_borders: bool = Field(True, description="exclude black bars (borders.clip_analysis_crop) from the statistic")
 
 
 def laplacian_variance(

@@ -114,19 +114,10 @@ def _clip_detect(clip: ClipFrames, cfg: BordersConfig) -> tuple[float, float, fl
 
 
 def clip_analysis_crop(clip: ClipFrames) -> tuple[int, int, int, int]:
-    """``analysis_crop`` of a clip's frames with the default config, shared by the scorers that ask for it."""
+    """Content box ``(x0, y0, x1, y1)`` in analysis pixels (black bars cut off, rounded inward) of a clip's frames,
+    with the default config; shared by the scorers that keep bars out of their statistics (blur, watermark)."""
     _, h, w = clip.gray().shape
     return _crop_from(_clip_detect(clip, BordersConfig()), w, h)
-
-
-def analysis_crop(gray: np.ndarray, cfg: BordersConfig | None = None) -> tuple[int, int, int, int]:
-    """Content box ``(x0, y0, x1, y1)`` in analysis pixels (rounded inward) of ``gray`` (N, H, W) uint8 frames.
-
-    Used by other scorers (blur, watermark) to keep bars out of their statistics; the full frame when no border.
-    """
-    cfg = cfg or BordersConfig()
-    _, h, w = gray.shape
-    return _crop_from(_detect(gray[spread_indices(gray.shape[0], cfg.max_frames)], cfg), w, h)
 
 
 def _crop_from(det: tuple[float, float, float, float] | None, w: int, h: int) -> tuple[int, int, int, int]:

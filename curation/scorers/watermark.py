@@ -14,7 +14,7 @@ precision; large smooth structures under small motion (camera shake) would other
 *persistent* when
 ``persistence >= persistence_threshold`` and the mean gradient magnitude ``|mean_t g_t| >= min_gradient``.
 
-Black bars are cut off first (``borders.analysis_crop``, plus a 2 px margin), since a bar's edge is static too. For
+Black bars are cut off first (``borders.clip_analysis_crop``, plus a 2 px margin), since a bar's edge is static too. For
 each of the four corner regions of the content area (``corner_fraction`` of its width and height) the persistent pixels are closed into
 blobs and the largest blob's persistent-pixel density (persistent pixels in the blob / corner area) is compared with
 the persistent density of the rest of the frame (outside all four corners). A fully static scene is persistent
@@ -69,7 +69,7 @@ class WatermarkConfig(BaseModel):
     box_margin: int = Field(2, ge=0, le=64, description="box growth in analysis px")
     min_frames: int = Field(4, ge=2, le=1000, description="fewer sampled frames: no detection")
     max_frames: int = Field(48, ge=2, le=10_000, description="frames sampled uniformly for the analysis")
-    crop_borders: bool = Field(True, description="analyse inside the black-bar crop (borders.analysis_crop)")
+    crop_borders: bool = Field(True, description="analyse inside the black-bar crop (borders.clip_analysis_crop)")
     yolo_weights: str | None = Field(None, description="detector checkpoint for backend 'yolo'")
     yolo_classes: list[str] = Field(default_factory=lambda: ["watermark", "logo", "text"])
     yolo_conf: float = Field(0.25, ge=0.0, le=1.0, description="min detector confidence for has_watermark")

@@ -125,24 +125,21 @@ def rescore_video(item: dict[str, Any], settings: AnalysisSettings) -> Rows:
                 rows[table].extend(table_rows)
             done.add(clip_frames.clip_id)
     except MediaError as e:
-        for c in clips:
-            if c["clip_id"] not in done:
-                for table, table_rows in _error_rows(settings, c["clip_id"], str(e)).items():
-                    rows[table].extend(table_rows)
+        for table, table_rows in _error_rows(settings, [c["clip_id"] for c in clips if c["clip_id"] not in done],
+                                             str(e)).items():
+            rows[table].extend(table_rows)
     return rows
 
 
-def _error_rows(settings: AnalysisSettings, clip_id: str, message: str) -> Rows:
-    return {f"stages/{n}": [{"clip_id": clip_id, "stage_version": stage_version(n, settings.configs[n]),
-                             "status": STATUS_ERROR, "error": message}] for n in settings.scorers}
+def _error_rows(settings: AnalysisSettings, clip_ids: list[str], message: str) -> Rows:
+    """An ``error`` row in every scorer's table for each clip."""
+    return {f"stages/{n}": [{"clip_id": cid, "stage_version": stage_version(n, settings.configs[n]),
+                             "status": STATUS_ERROR, "error": message} for cid in clip_ids]
+            for n in settings.scorers}
 
 
 def _rescore_error(settings: AnalysisSettings, item: dict[str, Any], message: str) -> Rows:
-    rows: Rows = {f"stages/{n}": [] for n in settings.scorers}
-    for cid in item["clip_ids"]:
-        for table, table_rows in _error_rows(settings, cid, message).items():
-            rows[table].extend(table_rows)
-    return rows
+    return _error_rows(settings, item["clip_ids"], message)
 
 
 def drop_stale_rows(lake: Lake, settings: AnalysisSettings) -> dict[str, int]:

@@ -11,7 +11,6 @@ import os
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curation.config import IngestConfig, InputConfig
 from curation.lake.schemas import STATUS_DUPLICATE, STATUS_ERROR, STATUS_OK
@@ -105,8 +104,3 @@ def run_ingest(lake: Lake, input_cfg: InputConfig, cfg: IngestConfig, **exec_kwa
     return run_items(STAGE, items, functools.partial(ingest_one, cfg=cfg), _on_error, lake, ["videos"],
                      prepare=_ExactDuplicates(lake), **exec_kwargs)
 
-
-def summarize(lake: Lake) -> dict[str, int]:
-    """``{status: count}`` over ``videos``."""
-    t = lake.read("videos", columns=["status"])
-    return {d["values"]: d["counts"] for d in pc.value_counts(t.column("status")).to_pylist()} if t.num_rows else {}
