@@ -164,6 +164,25 @@ def test_config_errors(small_lake: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_short_training_raises_reconstruction_psnr(small_lake: Path) -> None:
+    """The real learning check: 300 steps on generated clips lift PSNR on fixed windows of those clips by >= 2 dB
+    (MSE down by over a third) over the same seeded initial model. Measured: 12.2 -> 15.2 dB. (Held-out clips of
+    this small, varied corpus gain only ~1 dB in 300 steps with a base-8 model; that needs ~1k steps.)"""
+    from wanmodel.data import ClipDataset, read_clip_records
+    from wanmodel.models.vae import VAEConfig
+    from wanmodel.train.vae import evaluate_psnr
+
+    fixed = [s.video for s in ClipDataset(read_clip_records(small_lake), num_frames=5, size=(32, 32), seed=99,
+                                          shuffle=False, num_samples=4)]
+    torch.manual_seed(0)  # train_vae seeds torch with cfg.seed before building the model: the same initial weights
+    before = evaluate_psnr(WanVAE(VAEConfig.preset("tiny")), fixed, torch.device("cpu"))
+    cfg = VAETrainConfig(lake=str(small_lake), phase="video", steps=300, lr=1e-3, warmup_steps=10, grad_clip=0.0,
+                         perceptual_weight=0.0, seed=0, **{**TINY, "log_every": 100})
+    after = evaluate_psnr(train_vae(cfg).vae, fixed, torch.device("cpu"))
+    assert after - before >= 2.0, (before, after)
+
+
+@pytest.mark.slow
 def test_ray_train_writes_checkpoint(small_lake: Path, tmp_path: Path, local_ray) -> None:
     from wanmodel.train import train_vae_ray
 
