@@ -76,20 +76,28 @@ def build_models(preset: str, *, dtype: torch.dtype = torch.float32, device: str
     return ours.to(device=device, dtype=dtype), ref
 
 
-def make_video(frames: int, size: int, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
+def hw(size: int | str) -> tuple[int, int]:
+    """``64`` -> (64, 64); ``"480x832"`` -> (480, 832) (height x width)."""
+    if isinstance(size, int) or str(size).isdigit():
+        return int(size), int(size)
+    height, width = str(size).lower().split("x")
+    return int(height), int(width)
+
+
+def make_video(frames: int, size: int | str, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
                seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    video = torch.rand(1, 3, frames, size, size, generator=generator) * 2 - 1
+    video = torch.rand(1, 3, frames, *hw(size), generator=generator) * 2 - 1
     return video.to(device=device, dtype=dtype)
 
 
-def make_latents(frames: int, size: int, config: VAEConfig, *, dtype: torch.dtype = torch.float32,
+def make_latents(frames: int, size: int | str, config: VAEConfig, *, dtype: torch.dtype = torch.float32,
                  device: str = "cpu", seed: int = 1) -> torch.Tensor:
     """Random latents of the shape ``frames`` x ``size``^2 video encodes to (for decode-only measurements)."""
     generator = torch.Generator().manual_seed(seed)
     latent_frames = 1 + (frames - 1) // config.temporal_factor
-    side = size // config.spatial_factor
-    latents = torch.randn(1, config.z_dim, latent_frames, side, side, generator=generator)
+    height, width = (side // config.spatial_factor for side in hw(size))
+    latents = torch.randn(1, config.z_dim, latent_frames, height, width, generator=generator)
     return latents.to(device=device, dtype=dtype)
 
 
@@ -151,7 +159,7 @@ def _tensor_peak_bytes(prof: torch.profiler.profile) -> int:
     return peak
 
 
-def peak_memory_in_process(impl: str, op: str, preset: str, frames: int, size: int, *, dtype: str = "float32",
+def peak_memory_in_process(impl: str, op: str, preset: str, frames: int, size: int | str, *, dtype: str = "float32",
                            device: str = "cpu") -> dict[str, float]:
     """Peak MB of one call above what is live before it (weights + input); see the module docstring.
 
@@ -188,7 +196,7 @@ def peak_memory_in_process(impl: str, op: str, preset: str, frames: int, size: i
     return {"tensor_mb": _tensor_peak_bytes(prof) / 2**20, "rss_mb": rss_peak / 2**20}
 
 
-def peak_memory(impl: str, op: str, preset: str, frames: int, size: int, *, dtype: str = "float32",
+def peak_memory(impl: str, op: str, preset: str, frames: int, size: int | str, *, dtype: str = "float32",
                 device: str = "cpu") -> dict[str, float]:
     """``peak_memory_in_process`` on CPU in a fresh child process, so no earlier measurement's heap is reused."""
     if device.startswith("cuda"):
@@ -223,7 +231,7 @@ def _bind(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor) -> C
     return lambda: fn(inputs)
 
 
-def benchmark(preset: str = "wan2.1", short: int = 9, long: int = 33, size: int = 64, *, repeat: int = 3,
+def benchmark(preset: str = "wan2.1", short: int = 9, long: int = 33, size: int | str = 64, *, repeat: int = 3,
               dtype: str = "float32", device: str = "cpu", reference: bool = True,
               measure_memory: bool = True) -> dict[str, Any]:
     """All measurements as one dict (see the module docstring); ``reference=False`` measures ours only."""
@@ -323,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--preset", default="wan2.1", choices=["wan2.1", "tiny"])
     parser.add_argument("--short", type=int, default=9, help="frames of the short clip (1 + 4k)")
     parser.add_argument("--long", type=int, default=33, help="frames of the long clip (1 + 4k)")
-    parser.add_argument("--size", type=int, default=64, help="height = width in pixels (multiple of 8)")
+    parser.add_argument("--size", default="64", help="pixels, multiples of 8: 64 (square) or HxW, e.g. 480x832")
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per measurement (median reported)")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
