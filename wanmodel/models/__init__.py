@@ -2,7 +2,17 @@
 
 ``vae``: the Wan-VAE (3D causal video autoencoder, 4x8x8 compression to 16 channels) with chunked inference.
 ``vae_adapters``: Wan-VAE checkpoint layouts (ours = official release, diffusers) and ``save_vae``/``load_vae``.
+``dit``: the Wan DiT (t2v and i2v) with 3D RoPE (``rope``) and one attention entry point (``attention``).
+``dit_adapters``: Wan DiT checkpoint layouts (ours = official release, diffusers) and ``save_dit``/``load_dit``.
 """
+from .attention import attention
+from .dit import DIT_CONFIGS, DiTConfig, WanDiT
+from .dit_adapters import (
+    from_diffusers_state_dict,
+    load_dit,
+    save_dit,
+    to_diffusers_state_dict,
+)
 from .vae import (
     LATENT_MEAN,
     LATENT_STD,
@@ -18,18 +28,26 @@ from .vae import (
 from .vae_adapters import from_diffusers, load_vae, save_vae, to_diffusers
 
 __all__ = [
+    "DIT_CONFIGS",
     "LATENT_MEAN",
     "LATENT_STD",
     "VAE_PRESETS",
+    "DiTConfig",
     "FeatureCache",
     "LatentPosterior",
     "VAEConfig",
+    "WanDiT",
     "WanVAE",
+    "attention",
     "denormalize_latents",
     "from_diffusers",
+    "from_diffusers_state_dict",
+    "load_dit",
     "load_vae",
     "normalize_latents",
     "num_latent_frames",
+    "save_dit",
     "save_vae",
     "to_diffusers",
+    "to_diffusers_state_dict",
 ]
