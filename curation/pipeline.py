@@ -6,15 +6,19 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from curation.config import STAGE_ORDER, config_hash
+from curation.config import EMBEDDING_STAGES, MODEL_STAGES, STAGE_ORDER, config_hash
 from curation.lake.tables import KeyedWriter, Lake
 from curation.scorers.registry import SCORERS
+from curation.stages import embedding_stages
 from curation.stages.analyze import AnalysisSettings, run_scorers
 from curation.stages.dedup import run_dedup
 from curation.stages.ingest import run_ingest
+from curation.stages.model_runner import run_model_stage
+from curation.stages.model_stages import build_spec, preflight
 from curation.stages.runner import StageResult, ensure_ray
 from curation.stages.select import run_select
 from curation.stages.shots import ShotSettings, run_shots
@@ -64,8 +68,15 @@ def _counts_from(result: StageResult, lake: Lake, table: str) -> dict[str, int]:
             "failed": by_status.get("error", 0), "duplicate": by_status.get("duplicate", 0)}
 
 
-def run_curation(cfg: Any, report: bool = True) -> CurationSummary:
-    """Run the configured stages over the lake; returns per-stage counts (and writes the report)."""
+def run_curation(cfg: Any, report: bool = True,
+                 before_stage: dict[str, Callable[[], None]] | None = None) -> CurationSummary:
+    """Run the configured stages over the lake; returns per-stage counts (and writes the report).
+
+    ``before_stage`` maps a stage to a function run just before it (the demo trains expert heads on the
+    embeddings written by then); that stage's weight files are checked after its hook instead of up front."""
+    hooks = before_stage or {}
+    preflight(cfg, [s for s in cfg.stages if s not in hooks])  # model settings and weight files, before any work
+    embedding_stages.preflight(cfg, [s for s in cfg.stages if s not in hooks])
     lake = Lake(cfg.lake)
     summary = CurationSummary(lake.root)
     ex = cfg.execution
@@ -76,6 +87,10 @@ def run_curation(cfg: Any, report: bool = True) -> CurationSummary:
     settings = analysis_settings(cfg)
     scorers_done = False
     for stage in cfg.stages:
+        if stage in hooks:
+            hooks[stage]()
+            preflight(cfg, [stage])
+            embedding_stages.preflight(cfg, [stage])
         started, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
         log.info("stage %s: starting", stage)
         if stage == "ingest":
@@ -102,11 +117,21 @@ def run_curation(cfg: Any, report: bool = True) -> CurationSummary:
         elif stage == "dedup":
             counts = run_dedup(lake, cfg.dedup)
             _record(lake, stage, cfg.dedup, ["stages/phash"], counts, time.perf_counter() - t0, started)
+        elif stage in MODEL_STAGES:
+            spec = build_spec(stage, cfg)
+            res = run_model_stage(lake, spec, backend=ex.backend, commit_every=ex.commit_every)
+            counts = _counts_from(res, lake, spec.table)
+            counts["total"] = lake.count(spec.table)
+            _record(lake, stage, getattr(cfg, stage), [spec.input_table], counts, res.wall_s, started)
+        elif stage in EMBEDDING_STAGES or stage == "split":
+            counts = embedding_stages.run_stage(stage, lake, cfg, ex.backend, ex.commit_every)
+            _record(lake, stage, getattr(cfg, stage), embedding_stages.INPUTS[stage], counts,
+                    time.perf_counter() - t0, started)
         elif stage == "select":
             # Gate on the stages this run was configured with; a select-only run (re-thresholding) gates on
             # every stage table the lake holds.
-            gated = [s for s in cfg.stages if s in SCORERS or s == "dedup"] or [s for s in STAGE_ORDER
-                                                                               if s in SCORERS or s == "dedup"]
+            gates = lambda s: s in SCORERS or s == "dedup" or s in MODEL_STAGES  # noqa: E731
+            gated = [s for s in cfg.stages if gates(s)] or [s for s in STAGE_ORDER if gates(s)]
             counts = run_select(lake, gated, cfg.select)
             _record(lake, stage, cfg.select, ["clips", *[f"stages/{s}" for s in gated]], counts,
                     time.perf_counter() - t0, started)

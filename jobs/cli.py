@@ -2,9 +2,16 @@
 
   wan synth --out DIR [--preset test|demo] [--seed N]   generate sample media with ground-truth labels
   wan curate --config FILE [--stages a,b] [--set k=v]   run curation stages (same as python -m jobs.curate)
+  wan curate train-expert --name N --table T --out F    train an expert head on CLIP embeddings
+  wan curate render-text --lake L --language zh|en      render text-on-white images into image_text
+  wan curate ocr-text --lake L                          real keyframes with their OCR text into image_text
   wan demo [--out DIR]                                  the end-to-end demo on the embedded local Ray + Lance
   wan vae roundtrip IN.mp4 OUT.mp4 [--weights PATH]     Wan-VAE encode + decode, prints PSNR
   wan train-vae --config FILE                            Wan-VAE training on Ray Train (python -m jobs.train_vae)
+  wan ratings todo|import ...                           the human rating round of the quality expert
+  wan sample --prompt TEXT --out DIR [--random-tiny]     sample videos/images (t2v, t2i, i2v) with a Wan DiT
+  wan sample-batch --config FILE                         batch sampling into the lake's samples table (jobs.sample)
+  wan caption --config FILE [--set k=v]                 caption curated clips into the captions table (jobs.caption)
 """
 from __future__ import annotations
 
@@ -36,21 +43,50 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"[demo] generating sample media into {media}")
         generate(out, preset="demo", seed=args.seed)
     cfg = load_config(args.config, {"lake": os.path.join(out, "lake"), "input.paths": [media]})
-    print("[demo] curating (ingest, shot split + classical filters, dedup, select) on the local Ray")
-    summary = run_curation(cfg)
+    import pyarrow.parquet as pq
+
+    from curation.config import EMBEDDING_STAGES, MODEL_STAGES
+    from curation.demo_models import prepare_demo_models, train_demo_experts
+    from curation.embeddings.demo_truth import quality_agreement, rate_todo_from_labels, semantic_dedup_agreement
+    from curation.lake import Lake
+
+    extra = (*MODEL_STAGES, *EMBEDDING_STAGES, "split")
+    cfg.stages = [*cfg.stages, *(s for s in extra if s not in cfg.stages)]  # validated: back in stage order
+    cfg = prepare_demo_models(cfg, out)  # tiny random CLIP/aesthetic weights unless the config names real ones
+    labels = pq.read_table(os.path.join(out, "labels.parquet"))
+    expert_metrics: dict[str, dict[str, float]] = {}
+    hooks = {"experts": lambda: expert_metrics.update(train_demo_experts(cfg, labels, out)),
+             # The human rating round, simulated from the generator's labels (people rate real data).
+             "quality": lambda: rate_todo_from_labels(Lake(cfg.lake), labels, cfg.quality,
+                                                      os.path.join(out, "ratings_simulated.csv"))}
+    print("[demo] curating (ingest, shot split + classical filters, dedup, model stages, select) on the local Ray")
+    summary = run_curation(cfg, before_stage=hooks)
     print(summary.text())
     if summary.report_dir:
         with open(os.path.join(summary.report_dir, "summary.txt")) as f:
             print(f.read())
         print(f"[demo] report: {os.path.join(summary.report_dir, 'report.html')}")
-    import pyarrow.parquet as pq
-
     from curation.evaluation import evaluate
-    from curation.lake import Lake
 
-    ev = evaluate(Lake(cfg.lake), pq.read_table(os.path.join(out, "labels.parquet")),
-                  min_duration_s=cfg.select.min_duration_s)
+    ev = evaluate(Lake(cfg.lake), labels, min_duration_s=cfg.select.min_duration_s)
     print("[demo] classical filters against the generator's ground truth:\n" + ev.text())
+    from curation.demo_models import text_detection_scores
+
+    if cfg.select.max_text_coverage is not None and (t := text_detection_scores(Lake(cfg.lake), labels,
+                                                                                cfg.select.max_text_coverage)):
+        print(f"[demo] OCR text detection against the generator's text overlays (coverage > "
+              f"{cfg.select.max_text_coverage}): accuracy {t['accuracy']:.3f}, F1 {t['f1']:.3f} "
+              f"({t['true_pos']:.0f} found, {t['false_pos']:.0f} false, {t['false_neg']:.0f} missed)")
+    for name, m in expert_metrics.items():
+        print(f"[demo] expert {name} (trained on the generator's labels), held out: "
+              + ", ".join(f"{k}={v:.3f}" for k, v in sorted(m.items()) if k.startswith("val_")))
+    agreement = quality_agreement(Lake(cfg.lake), labels)
+    print("[demo] quality expert vs the simulated rater on clips nobody rated: "
+          + ", ".join(f"{k}={v:.3f}" for k, v in agreement.items()))
+    dedup = semantic_dedup_agreement(Lake(cfg.lake), labels)
+    print("[demo] semantic dedup vs the generated copies: " + ", ".join(f"{k}={v:.3f}" for k, v in dedup.items())
+          + ("  (a random-initialised CLIP also places unrelated clips this close)" if dedup["precision"] < 0.9
+             else ""))
     return 0
 
 
@@ -64,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=_synth)
     for name, text in (("curate", "run curation stages"), ("train-vae", "train the Wan-VAE"),
-                       ("vae", "Wan-VAE tools: vae roundtrip IN OUT")):
+                       ("ratings", "quality ratings: todo / import"),
+                       ("vae", "Wan-VAE tools: vae roundtrip IN OUT"), ("sample", "sample with a Wan DiT"),
+                       ("sample-batch", "batch sampling into the samples table"),
+                       ("caption", "caption curated clips into the captions table")):
         sub.add_parser(name, help=text, add_help=False)
     p = sub.add_parser("demo", help="end-to-end demo on generated media")
     p.add_argument("--out", default="out/demo")
@@ -72,14 +111,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=_demo)
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["curate"] and len(argv) > 1:
+        from jobs.curate_models import COMMANDS
+        from jobs.curate_models import main as models_main
+
+        if argv[1] in COMMANDS:  # train-expert, render-text, ocr-text
+            return models_main(argv[1:])
     if argv and argv[0] == "curate":
         from jobs.curate import main as curate_main
 
         return curate_main(argv[1:])
+    if argv and argv[0] == "ratings":
+        from jobs.ratings import main as ratings_main
+
+        return ratings_main(argv[1:])
     if argv and argv[0] == "train-vae":
         from jobs.train_vae import main as train_main
 
         return train_main(argv[1:])
+    if argv and argv[0] == "sample":
+        from wanmodel.cli_sample import main as sample_main
+
+        sample_main(argv[1:])
+        return 0
+    if argv and argv[0] == "caption":
+        from jobs.caption import main as caption_main
+
+        return caption_main(argv[1:])
+    if argv and argv[0] == "sample-batch":
+        from jobs.sample import main as sample_job_main
+
+        return sample_job_main(argv[1:])
     if argv[:2] == ["vae", "roundtrip"]:
         from wanmodel.cli_vae import main as vae_main
 

@@ -39,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = run_curation(cfg)
+    from curation.models import WeightsNotFoundError
+
+    try:
+        summary = run_curation(cfg)
+    except (ConfigError, WeightsNotFoundError) as e:  # model settings and weight files, checked before any work
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(summary.text())
     return 0
 

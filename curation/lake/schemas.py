@@ -105,7 +105,70 @@ STAGE_FIELDS: dict[str, list[pa.Field]] = {
         pa.field("duplicate_of", pa.string()),  # clip_id of the kept member, null for the kept one
         pa.field("is_duplicate", pa.bool_()),
     ],
+    # Model-backed stages (curation.stages.model_runner), all over the clips' JPEG keyframes.
+    "ocr": [
+        pa.field("text_coverage_max", pa.float32()),  # union area of text polygons / frame area, max over keyframes
+        pa.field("text_coverage_mean", pa.float32()),
+        pa.field("text_coverages", pa.list_(pa.float32())),  # per keyframe
+        pa.field("texts", pa.list_(pa.string())),  # recognised strings, distinct, in keyframe then reading order
+        pa.field("ocr_backend", pa.string()),
+    ],
+    "embed": [
+        # L2-normalised mean of the keyframes' normalised CLIP image embeddings. Stored as
+        # fixed_size_list<float16>[D] with D the model's width: ``embedding_schema(D)`` gives the table schema.
+        pa.field("embedding", pa.list_(pa.float16())),
+        pa.field("keyframe_embeddings", pa.list_(pa.list_(pa.float16()))),  # each keyframe's, normalised
+        pa.field("embed_model", pa.string()),
+    ],
+    "aesthetic": [
+        pa.field("aesthetic_score", pa.float32()),  # LAION predictor, mean over keyframes (about 1-10)
+        pa.field("aesthetic_scores", pa.list_(pa.float32())),
+    ],
+    "nsfw": [
+        pa.field("nsfw_score", pa.float32()),  # max over keyframes, 0..1
+        pa.field("nsfw_backend", pa.string()),
+    ],
+    "experts": [
+        pa.field("expert_names", pa.list_(pa.string())),  # heads named in config (synthetic, overexposure...)
+        pa.field("expert_scores", pa.list_(pa.float32())),  # probability of the head's positive class
+    ],
+    # Stages over stored embeddings (curation.embeddings, curation.stages.cluster ... split).
+    "cluster": [
+        pa.field("cluster_id", pa.int32()),  # row of ``cluster_centroids`` nearest by cosine similarity
+        pa.field("centroid_similarity", pa.float32()),
+    ],
+    "quality": [
+        pa.field("quality", pa.float32()),  # the quality expert's score on the 1-5 rating scale
+    ],
+    "semantic_dedup": [
+        pa.field("dup_group", pa.string()),  # clip_id of the kept member of its near-duplicate set; null: no set
+        pa.field("duplicate_of", pa.string()),  # the most similar kept clip; null for a kept clip
+        pa.field("is_duplicate", pa.bool_()),
+        pa.field("similarity", pa.float32()),  # cosine similarity to duplicate_of (kept: to its nearest duplicate)
+        pa.field("cluster_id", pa.int32()),  # the cluster it was searched in
+    ],
+    "category": [
+        pa.field("category", pa.string()),  # zero-shot label from ``category.categories``
+        pa.field("category_score", pa.float32()),  # its softmax probability over the categories
+        pa.field("style", pa.string()),
+        pa.field("style_score", pa.float32()),
+    ],
 }
+
+EMBED_TABLE = "stages/embed"
+
+
+def embedding_type(dim: int) -> pa.DataType:
+    """The stored embedding type: ``fixed_size_list<float16>[dim]``."""
+    return pa.list_(pa.float16(), dim)
+
+
+def embedding_schema(dim: int) -> pa.Schema:
+    """Schema of ``stages/embed`` for a ``dim``-wide CLIP model (the declared schema leaves the width open)."""
+    schema = stage_schema("embed")
+    schema = schema.set(schema.get_field_index("embedding"), pa.field("embedding", embedding_type(dim)))
+    return schema.set(schema.get_field_index("keyframe_embeddings"),
+                      pa.field("keyframe_embeddings", pa.list_(embedding_type(dim))))
 
 
 def stage_schema(name: str) -> pa.Schema:
@@ -143,7 +206,9 @@ CURATED = pa.schema(
         pa.field("scores_json", pa.string()),  # every joined score, for reports and later re-thresholding
         pa.field("cluster_id", pa.int32()),
         pa.field("quality", pa.float32()),
-        pa.field("split", pa.string()),  # "pretrain" | "post-train" | null
+        # "pretrain" | "posttrain_image" | "posttrain_simple" | "posttrain_complex" | null (not kept); every kept
+        # row is in the pretraining set, post-training rows included (curation.embeddings.post_train)
+        pa.field("split", pa.string()),
     ]
 )
 
@@ -163,8 +228,106 @@ RUNS = pa.schema(
     ]
 )
 
-TABLE_KEYS: dict[str, str] = {"videos": "uri", "clips": "clip_id", "curated": "clip_id", "runs": "run_id"}
-TABLE_SCHEMAS: dict[str, pa.Schema] = {"videos": VIDEOS, "clips": CLIPS, "curated": CURATED, "runs": RUNS}
+IMAGE_TEXT = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),  # rendered: f"{language}-{seed}-{shard}-{index}"; real: clip_id
+        pa.field("source", pa.string()),  # "rendered" (text on white) | "ocr" (a real keyframe with its OCR text)
+        pa.field("image", pa.binary()),  # PNG (rendered) or the keyframe's JPEG
+        pa.field("text", pa.string()),  # lines joined by "\n"
+        pa.field("lines", pa.list_(pa.string())),
+        pa.field("line_boxes", pa.list_(pa.list_(pa.int32()))),  # x0, y0, x1, y1 per line (rendered only)
+        pa.field("language", pa.string()),  # "zh" | "en"
+        pa.field("font", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("clip_id", pa.string()),  # real images only
+        pa.field("text_coverage", pa.float32()),
+    ]
+)
+
+CAPTIONS = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("media_type", pa.string()),  # "video" | "image"
+        pa.field("caption", pa.string()),
+        pa.field("model_id", pa.string()),  # the captioner's weights (folder name or configured id)
+        pa.field("prompt_version", pa.string()),  # version of the instruction templates
+        pa.field("template", pa.string()),  # which instruction: "image" | "video" | "image_ocr" | "video_ocr"
+        pa.field("num_frames", pa.int32()),  # frames given to the model (1 for an image)
+        pa.field("num_visual_tokens", pa.int32()),
+        pa.field("backend", pa.string()),  # "vllm" | "hf"
+        *_STATUS,
+        pa.field("captioned_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+TABLE_KEYS: dict[str, str] = {"videos": "uri", "clips": "clip_id", "curated": "clip_id", "runs": "run_id",
+                              "image_text": "image_id", "captions": "clip_id"}
+TABLE_SCHEMAS: dict[str, pa.Schema] = {"videos": VIDEOS, "clips": CLIPS, "curated": CURATED, "runs": RUNS,
+                                       "image_text": IMAGE_TEXT, "captions": CAPTIONS}
+
+
+CLUSTER_CENTROIDS = pa.schema(
+    [
+        pa.field("cluster_id", pa.int32(), nullable=False),
+        pa.field("centroid", pa.list_(pa.float32())),  # unit length, the embedding width
+        pa.field("fit_rows", pa.int64()),  # sample rows the centroids were fitted on
+        pa.field("sample_members", pa.int64()),  # of those, rows nearest this centroid
+        pa.field("fit_hash", pa.string()),  # settings and embed version of the fit; stage_version of stages/cluster
+        pa.field("fitted_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+RATINGS_TODO = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),  # a clip people are asked to rate 1-5
+        pa.field("cluster_id", pa.int32()),
+        pa.field("uri", pa.string()),
+        pa.field("media_type", pa.string()),
+        pa.field("start_frame", pa.int64()),
+        pa.field("end_frame", pa.int64()),
+        pa.field("requested_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+RATINGS = pa.schema(
+    [
+        pa.field("rating_id", pa.string(), nullable=False),  # f"{clip_id}:{rater}"
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("rating", pa.float32(), nullable=False),  # 1 (worst) .. 5 (best)
+        pa.field("rater", pa.string()),
+        pa.field("rated_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+TABLE_KEYS.update({"cluster_centroids": "cluster_id", "ratings_todo": "clip_id", "ratings": "rating_id"})
+TABLE_SCHEMAS.update({"cluster_centroids": CLUSTER_CENTROIDS, "ratings_todo": RATINGS_TODO, "ratings": RATINGS})
+
+# Generated samples (wanmodel.pipelines.batch, ``python -m jobs.sample``).
+SAMPLES = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),  # hash of task, prompts, seed, condition, settings, model
+        pa.field("task", pa.string()),  # "t2v" | "t2i" | "i2v"
+        pa.field("prompt", pa.string()),  # as given
+        pa.field("used_prompt", pa.string()),  # what the model saw (after rewriting; == prompt when off)
+        pa.field("negative_prompt", pa.string()),
+        pa.field("seed", pa.int64()),
+        pa.field("condition_uri", pa.string()),  # i2v: the condition image
+        pa.field("settings_json", pa.string()),  # SamplingSettings as JSON
+        pa.field("model", pa.string()),  # weights used (paths, or "random-tiny:<seed>")
+        pa.field("media_format", pa.string()),  # "mp4" (videos) | "png" (t2i)
+        pa.field("video", pa.binary()),  # the encoded sample
+        pa.field("num_frames", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("width", pa.int32()),
+        pa.field("fps", pa.float64()),
+        pa.field("wall_s", pa.float64()),  # sampling time of the batch this sample was in / its size
+        *_STATUS,
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+TABLE_KEYS["samples"] = "sample_id"
+TABLE_SCHEMAS["samples"] = SAMPLES
 
 
 def schema_for(table: str) -> pa.Schema:

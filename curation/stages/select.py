@@ -31,8 +31,22 @@ def joined_scores(lake: Lake, stages: list[str]) -> pa.Table:
         cols = ["clip_id", *scalar, "status", "error"]
         t = lake.read(f"stages/{name}", columns=cols)
         t = t.rename_columns(["clip_id", *[f"{name}.{c}" for c in cols[1:]]])
+        if name == "experts":
+            t = _with_expert_columns(lake, t)
         wide = wide.join(t, "clip_id", join_type="left outer")
     return wide.sort_by("clip_id")
+
+
+def _with_expert_columns(lake: Lake, t: pa.Table) -> pa.Table:
+    """One ``experts.<name>`` column per expert head (the stage stores names and scores as lists)."""
+    lists = lake.read("stages/experts", columns=["clip_id", "expert_names", "expert_scores"])
+    by_clip = {c: dict(zip(n or [], s or [])) for c, n, s in zip(*(lists.column(k).to_pylist()
+                                                                   for k in lists.column_names))}
+    names = sorted({n for scores in by_clip.values() for n in scores})
+    ids = t.column("clip_id").to_pylist()
+    for n in names:
+        t = t.append_column(f"experts.{n}", pa.array([by_clip.get(c, {}).get(n) for c in ids], pa.float32()))
+    return t
 
 
 def crop_excluding(crop: tuple[int, int, int, int], box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -84,6 +98,16 @@ def decide(row: dict[str, Any], stages: list[str], cfg: SelectConfig) -> tuple[l
         reasons.append("watermark")
     if row.get("dedup.is_duplicate") and cfg.reject_near_duplicates:
         reasons.append("near_duplicate")
+    if cfg.max_text_coverage is not None and (v := g("ocr.text_coverage_max")) is not None \
+            and v > cfg.max_text_coverage:
+        reasons.append("text")
+    if cfg.min_aesthetic is not None and (v := g("aesthetic.aesthetic_score")) is not None and v < cfg.min_aesthetic:
+        reasons.append("low_aesthetic")
+    if cfg.max_nsfw is not None and (v := g("nsfw.nsfw_score")) is not None and v > cfg.max_nsfw:
+        reasons.append("nsfw")
+    for expert, limit in sorted(cfg.max_expert_score.items()):
+        if (v := g(f"experts.{expert}")) is not None and v > limit:
+            reasons.append(f"expert:{expert}")
     crop = (0, 0, int(row["width"]), int(row["height"]))
     if g("borders.crop_x1") is not None and row.get("borders.status") == STATUS_OK:
         crop = (int(row["borders.crop_x0"]), int(row["borders.crop_y0"]), int(row["borders.crop_x1"]),
