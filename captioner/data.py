@@ -10,7 +10,7 @@ Two sources, both read into ``CaptionExample``s:
   lake has ``curated``.
 
 ``caption_sft`` is keyed by ``example_id``; ``write_examples`` appends only new keys, so re-running a writer
-neither loses nor duplicates rows. (Its schema is declared here until it joins ``curation.lake.schemas``.)
+neither loses nor duplicates rows.
 """
 from __future__ import annotations
 
@@ -25,21 +25,11 @@ import pyarrow as pa
 
 from captioner.processor import ImageInput, MediaInput, VideoInput
 from captioner.templates import instruction_for
-from curation.lake import Lake
+from curation.lake import KeyedWriter, Lake
+from curation.lake.schemas import CAPTION_SFT
 
 CAPTION_SFT_TABLE = "caption_sft"
-CAPTION_SFT_SCHEMA = pa.schema([
-    pa.field("example_id", pa.string(), nullable=False),
-    pa.field("source", pa.string()),  # "synthetic" | "instruction" | "human" | ...
-    pa.field("media_type", pa.string()),  # "image" | "video" | "text" (instruction data without media)
-    pa.field("frames", pa.list_(pa.binary())),  # JPEG bytes: one for an image, the frames of a video
-    pa.field("frame_times", pa.list_(pa.float64())),  # seconds from the clip start, one per frame
-    pa.field("instruction", pa.string()),
-    pa.field("caption", pa.string()),  # the target text
-    pa.field("facts_json", pa.string()),  # annotated facts for evaluation: [{"dimension", "value"}]
-    pa.field("split", pa.string()),  # "train" | "hq" | "eval"
-    pa.field("clip_id", pa.string()),  # when the example comes from a lake clip
-])
+CAPTION_SFT_SCHEMA = CAPTION_SFT
 
 
 @dataclass
@@ -91,26 +81,9 @@ def as_lake(lake: Lake | str | os.PathLike) -> Lake:
     return lake if isinstance(lake, Lake) else Lake(os.fspath(lake))
 
 
-def write_examples(lake: Lake | str, rows: Sequence[dict], table: str = CAPTION_SFT_TABLE) -> int:
-    """Append the rows whose ``example_id`` is not in ``table`` yet; returns how many were written."""
-    import lance
-
-    lake = as_lake(lake)
-    uri = lake.uri(table)
-    dataset = lake.dataset(table)
-    present = set(dataset.to_table(columns=["example_id"]).column("example_id").to_pylist()) if dataset else set()
-    fresh, seen = [], set()
-    for row in rows:
-        key = row["example_id"]
-        if key not in present and key not in seen:
-            fresh.append(row)
-            seen.add(key)
-    if not fresh:
-        return 0
-    data = pa.Table.from_pylist(fresh, schema=CAPTION_SFT_SCHEMA)
-    lance.write_dataset(data, uri, schema=CAPTION_SFT_SCHEMA, mode="append" if dataset else "create",
-                        storage_options=lake.storage_options)
-    return len(fresh)
+def write_examples(lake: Lake | str, rows: Sequence[dict]) -> int:
+    """Append the rows whose ``example_id`` is not in ``caption_sft`` yet; returns how many were written."""
+    return KeyedWriter(as_lake(lake), CAPTION_SFT_TABLE).append(list(rows))
 
 
 def _examples_from_table(table: pa.Table) -> list[CaptionExample]:

@@ -329,6 +329,24 @@ SAMPLES = pa.schema(
 TABLE_KEYS["samples"] = "sample_id"
 TABLE_SCHEMAS["samples"] = SAMPLES
 
+# Captioner training examples (captioner.data): frames as JPEG bytes, the target caption, annotated facts.
+CAPTION_SFT = pa.schema(
+    [
+        pa.field("example_id", pa.string(), nullable=False),
+        pa.field("source", pa.string()),  # "synthetic" | "instruction" | "human" | ...
+        pa.field("media_type", pa.string()),  # "image" | "video" | "text" (instruction data without media)
+        pa.field("frames", pa.list_(pa.binary())),  # JPEG bytes: one for an image, the frames of a video
+        pa.field("frame_times", pa.list_(pa.float64())),  # seconds from the clip start, one per frame
+        pa.field("instruction", pa.string()),
+        pa.field("caption", pa.string()),  # the target text
+        pa.field("facts_json", pa.string()),  # annotated facts for evaluation: [{"dimension", "value"}]
+        pa.field("split", pa.string()),  # "train" | "hq" | "eval"
+        pa.field("clip_id", pa.string()),  # when the example comes from a lake clip
+    ]
+)
+TABLE_KEYS["caption_sft"] = "example_id"
+TABLE_SCHEMAS["caption_sft"] = CAPTION_SFT
+
 
 def schema_for(table: str) -> pa.Schema:
     """Schema for a table name such as ``clips`` or ``stages/blur``."""
