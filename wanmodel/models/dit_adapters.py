@@ -34,6 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .dit import FP32_PARAMETERS, DiTConfig, WanDiT
+from .state_dict_check import check_state_dict, first_keys
 
 __all__ = [
     "DIFFUSERS_CLASS",
@@ -125,7 +126,7 @@ def _convert(state_dict: Mapping[str, torch.Tensor], to_diffusers: bool) -> dict
             unknown.append(key)
     if unknown:
         source = "our/official" if to_diffusers else "diffusers"
-        raise ValueError(f"{len(unknown)} key(s) not in the {source} Wan DiT layout: {_first(unknown)}")
+        raise ValueError(f"{len(unknown)} key(s) not in the {source} Wan DiT layout: {first_keys(unknown)}")
     return converted
 
 
@@ -156,7 +157,7 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
     if any(key.removeprefix(COMFY_PREFIX).startswith(("text_embedding.", "time_projection.", "head."))
            for key in state_dict):
         return "official"
-    raise ValueError(f"not a Wan DiT state dict (neither official nor diffusers key names): {_first(state_dict)}")
+    raise ValueError(f"not a Wan DiT state dict (neither official nor diffusers key names): {first_keys(state_dict)}")
 
 
 # ------------------------------------------------------------------------------------------------- configs
@@ -265,7 +266,7 @@ def _weight_files(directory: Path, stem: str) -> list[Path] | None:
         files = [directory / name for name in dict.fromkeys(weight_map.values())]
         missing = [str(file) for file in files if not file.is_file()]
         if missing:
-            raise FileNotFoundError(f"{index} names shard(s) that do not exist: {_first(missing)}")
+            raise FileNotFoundError(f"{index} names shard(s) that do not exist: {first_keys(missing)}")
         return files
     return [single] if single.is_file() else None
 
@@ -287,7 +288,7 @@ def read_state_dict(files: Iterable[Path], *, device: str | torch.device = "cpu"
                 raise TypeError(f"{file} does not hold a state dict (got {type(part).__name__})")
         duplicated = sorted(set(part) & set(state_dict))
         if duplicated:
-            raise ValueError(f"key(s) in more than one shard ({file}): {_first(duplicated)}")
+            raise ValueError(f"key(s) in more than one shard ({file}): {first_keys(duplicated)}")
         state_dict.update(part)
     return state_dict
 
@@ -411,25 +412,6 @@ def _dtype_for(key: str, dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if any(part in key for part in FP32_PARAMETERS) else dtype
 
 
-def _first(keys: Iterable[str], count: int = 5) -> str:
-    keys = list(keys)
-    shown = ", ".join(keys[:count])
-    return shown + (f", ... ({len(keys) - count} more)" if len(keys) > count else "")
-
-
 def check_keys(model: WanDiT, state_dict: Mapping[str, torch.Tensor]) -> None:
     """ValueError naming (a few of) the missing and unexpected keys and shape mismatches, if any."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {_first(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {_first(unexpected)}")
-    mismatched = [f"{key} {tuple(state_dict[key].shape)} vs {tuple(value.shape)}"
-                  for key, value in expected.items() if key in state_dict and state_dict[key].shape != value.shape]
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es) (checkpoint vs model): {_first(mismatched)}")
-    if problems:
-        raise ValueError(f"Wan DiT checkpoint does not match the model ({model.config}): " + "; ".join(problems))
+    check_state_dict(model, state_dict, "Wan DiT")

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .state_dict_check import check_state_dict, first_keys
 from .vae import VAEConfig, WanVAE
 
 __all__ = [
@@ -156,7 +157,7 @@ def _convert(state_dict: Mapping[str, torch.Tensor], rename) -> dict[str, torch.
         except UnknownKeyError:
             unknown.append(key)
     if unknown:
-        raise ValueError(f"{len(unknown)} key(s) not in the Wan-VAE layout: {_first(unknown)}")
+        raise ValueError(f"{len(unknown)} key(s) not in the Wan-VAE layout: {first_keys(unknown)}")
     return converted
 
 
@@ -319,24 +320,6 @@ def _read_state_dict_file(file: Path) -> dict[str, torch.Tensor]:
     return loaded
 
 
-def _first(keys: Iterable[str], count: int = 5) -> str:
-    keys = list(keys)
-    shown = ", ".join(keys[:count])
-    return shown + (f", ... ({len(keys) - count} more)" if len(keys) > count else "")
-
-
 def _check_keys(model: WanVAE, state_dict: Mapping[str, torch.Tensor]) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {_first(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {_first(unexpected)}")
-    mismatched = [f"{key} {tuple(state_dict[key].shape)} vs {tuple(value.shape)}"
-                  for key, value in expected.items() if key in state_dict and state_dict[key].shape != value.shape]
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es) (checkpoint vs model): {_first(mismatched)}")
-    if problems:
-        raise ValueError(f"Wan-VAE checkpoint does not match the model ({model.config}): " + "; ".join(problems))
+    """ValueError naming (a few of) the missing and unexpected keys and shape mismatches, if any."""
+    check_state_dict(model, state_dict, "Wan-VAE")
