@@ -41,7 +41,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +53,8 @@ from perf.vae import (
     _machine,
     _proc_status_kb,
     _release_freed_memory,
-    _sync,
     _tensor_peak_bytes,
+    time_ops,
 )
 from wanmodel.models.dit import DiTConfig, WanDiT
 from wanmodel.models.dit_adapters import config_to_diffusers, to_diffusers_state_dict
@@ -208,19 +207,8 @@ def operation(op: str, model: torch.nn.Module, forward: Callable[[], torch.Tenso
 
 # ------------------------------------------------------------------------------------------- measuring
 def time_calls(fns: dict[str, Callable[[], None]], *, repeat: int, device: str) -> dict[str, list[float]]:
-    """One warm-up call each, then ``repeat`` timed calls, alternating the order so drift hits all sides alike."""
-    names = list(fns)
-    for name in names:
-        fns[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for index in range(repeat):
-        for name in names if index % 2 == 0 else names[::-1]:
-            _sync(device)
-            start = time.perf_counter()
-            fns[name]()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return times
+    """One warm-up call each, then ``repeat`` timed calls, alternating the order (shared with perf.vae)."""
+    return time_ops(fns, repeat=repeat, device=device, no_grad=False)
 
 
 def peak_memory_in_process(impl: str, op: str, case: dict[str, Any]) -> dict[str, float]:

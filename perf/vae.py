@@ -116,10 +116,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_ops(fns: dict[str, Callable[[], Any]], *, repeat: int, device: str = "cpu") -> dict[str, list[float]]:
+def time_ops(fns: dict[str, Callable[[], Any]], *, repeat: int, device: str = "cpu",
+             no_grad: bool = True) -> dict[str, list[float]]:
     """One warm-up call each, then ``repeat`` timed calls, alternating the order so drift hits all sides alike."""
     names = list(fns)
-    with torch.no_grad():
+    with torch.set_grad_enabled(not no_grad):
         for name in names:
             fns[name]()
         times: dict[str, list[float]] = {name: [] for name in names}
