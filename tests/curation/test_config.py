@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from curation.config import STAGE_ORDER, ConfigError, parse_config
+from curation.config import STAGE_ORDER, ConfigError, load_config, parse_config
 
 BASE = {"lake": "/tmp/x", "input": {"paths": ["/tmp/media"]}}
 
@@ -68,3 +68,12 @@ def test_override_under_a_scalar_is_a_config_error(tmp_path):
         load_config(path, {"lake.x": 1})
     cfg = load_config(path, {"report.out_dir": "/tmp/r"})  # a missing section is created
     assert cfg.report.out_dir == "/tmp/r"
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "pretrain_256p.yaml", "pretrain_256p_models.yaml"])
+def test_shipped_curation_configs_validate(name: str) -> None:
+    """The YAML files users start from stay valid as the schema grows (weights are checked only when run)."""
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "jobs" / "configs" / name)
+    assert cfg.stages[0] == "ingest" and "select" in cfg.stages
