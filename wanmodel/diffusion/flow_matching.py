@@ -75,9 +75,11 @@ def _per_sample(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def interpolate(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """``x_sigma = (1 - sigma) * x0 + sigma * noise`` with per-sample ``sigma`` [B]."""
-    sigma = _per_sample(sigma, x0)
-    return (1 - sigma) * x0 + sigma * noise
+    """``x_sigma = (1 - sigma) * x0 + sigma * noise`` with per-sample ``sigma`` [B], computed in float32 (at
+    least) so a bf16 ``x0`` does not round sigma away from the timestep the DiT is given; returned in x0's dtype."""
+    work = torch.promote_types(x0.dtype, torch.float32)
+    sigma = _per_sample(sigma.to(work), x0.to(work))
+    return ((1 - sigma) * x0.to(work) + sigma * noise.to(work)).to(x0.dtype)
 
 
 def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -392,18 +392,22 @@ def load_dit(path: str | Path, config: DiTConfig | str | None = None, device: st
             stem = WEIGHTS_STEM[layout]
             raise FileNotFoundError(f"no DiT weights in {path}: expected {stem}.safetensors or "
                                     f"{stem}.safetensors.index.json")
-        state_dict = read_state_dict(files, device=device)
+        state_dict = read_state_dict(files)  # on the CPU: cast and moved to `device` a tensor at a time below
     else:
-        state_dict = read_state_dict([path], device=device)
+        state_dict = read_state_dict([path])
         layout = detect_layout(state_dict)
     state_dict = from_diffusers_state_dict(state_dict) if layout == "diffusers" else (
         from_official_state_dict(state_dict))
     config = config or infer_config(state_dict)
     model = WanDiT.from_config(config, device="meta", attention_backend=attention_backend)
     check_keys(model, state_dict)
-    if dtype is not None:
-        state_dict = {key: value.to(_dtype_for(key, dtype)) if value.is_floating_point() else value
-                      for key, value in state_dict.items()}
+    # One tensor at a time: a 14B fp32 release loaded as bf16 on an 80 GB GPU never holds both copies there.
+    for key in list(state_dict):
+        value = state_dict.pop(key)
+        if dtype is not None and value.is_floating_point():
+            value = value.to(_dtype_for(key, dtype))
+        state_dict[key] = value.to(device)
+        del value
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.to(device).eval()
 
