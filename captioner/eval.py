@@ -16,10 +16,13 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from captioner.processor import CaptionInputError
 
 DIMENSIONS: tuple[str, ...] = ("action", "camera_angle", "camera_motion", "object_category", "object_color",
                                "object_counting", "ocr", "scene", "style", "event")
@@ -71,6 +74,12 @@ DEFAULT_VOCABULARY: dict[str, dict[str, list[str]]] = {
 }
 
 
+# dimensions whose facts have one true value per item when annotated once (an item annotated with two colours,
+# or two actions, is multi-valued in that dimension and naming several values is then no hedge)
+SINGLE_VALUED: frozenset[str] = frozenset({"object_color", "object_counting", "object_category", "camera_motion",
+                                           "action"})
+
+
 @dataclass(frozen=True)
 class Fact:
     """One annotated fact of an item: ``dimension`` (one of ``DIMENSIONS``) and its true ``value``."""
@@ -99,6 +108,10 @@ class RuleJudge:
     """Deterministic judge: a fact is ``correct`` when one of its value's phrases occurs in the caption,
     ``wrong`` when a phrase of another value of the same dimension occurs instead, else ``not_mentioned``.
 
+    Hedging gets no credit: for a dimension with one true value (``SINGLE_VALUED`` dimensions whose item has
+    exactly one fact of that dimension, e.g. one colour or one camera motion), a caption that names the true
+    value *and* another value of the same vocabulary ("red, green or blue circles") is ``wrong``.
+
     Values absent from the vocabulary (OCR strings, events) are matched literally (case-insensitive); for them
     only ``correct`` / ``not_mentioned`` are possible.
     """
@@ -114,16 +127,27 @@ class RuleJudge:
             patterns = [re.compile(_literal(value), re.IGNORECASE)]
         return any(p.search(caption) for p in patterns)
 
-    def judge(self, caption: str, fact: Fact) -> Verdict:
-        if self._mentions(caption, fact.dimension, fact.value):
-            return "correct"
+    def judge(self, caption: str, fact: Fact, single_valued: bool | None = None) -> Verdict:
+        """The verdict on one fact. ``single_valued`` (default: the dimension is in ``SINGLE_VALUED``): the
+        fact is the only true value of its dimension, so naming another value as well makes it ``wrong``."""
+        if single_valued is None:
+            single_valued = fact.dimension in SINGLE_VALUED
         others = [v for v in self.patterns.get(fact.dimension, {}) if v != fact.value]
+        if self._mentions(caption, fact.dimension, fact.value):
+            if single_valued and any(self._mentions(caption, fact.dimension, v) for v in others):
+                return "wrong"  # hedged: the true value among others
+            return "correct"
         if any(self._mentions(caption, fact.dimension, v) for v in others):
             return "wrong"
         return "not_mentioned"
 
     def __call__(self, captions: Sequence[str], facts: Sequence[Sequence[Fact]]) -> list[list[Verdict]]:
-        return [[self.judge(c, f) for f in fs] for c, fs in zip(captions, facts, strict=True)]
+        out = []
+        for caption, item_facts in zip(captions, facts, strict=True):
+            per_dim = Counter(f.dimension for f in item_facts)
+            out.append([self.judge(caption, f, f.dimension in SINGLE_VALUED and per_dim[f.dimension] == 1)
+                        for f in item_facts])
+        return out
 
 
 JUDGE_PROMPT = (
@@ -144,20 +168,35 @@ def parse_verdict(text: str) -> Verdict | None:
 class LLMJudge:
     """A judge LLM: ``generate(prompts) -> replies`` (any backend's text generation), one question per fact.
 
-    A reply that names no verdict counts as ``not_mentioned`` and is tallied in ``unparsed``.
+    A reply that names no verdict counts as ``not_mentioned`` and is tallied in ``unparsed``; a prompt the
+    generator rejects with ``CaptionInputError`` (e.g. a caption holding a reserved token) gets no reply and is
+    tallied in ``rejected`` (and ``unparsed``) instead of aborting the evaluation.
     """
 
     def __init__(self, generate: Callable[[list[str]], list[str]] | object, batch_size: int = 16) -> None:
         self.generate = generate.generate_text if hasattr(generate, "generate_text") else generate
         self.batch_size = batch_size
         self.unparsed = 0
+        self.rejected = 0
+
+    def _replies(self, prompts: list[str]) -> list[str]:
+        """The judge's replies; a batch with a prompt the judge rejects (e.g. a reference caption holding a
+        reserved token) is retried one prompt at a time and each rejected prompt gets an empty reply (unparsed,
+        so ``not_mentioned``), counted in ``rejected``."""
+        try:
+            return list(self.generate(prompts))
+        except CaptionInputError:
+            if len(prompts) == 1:
+                self.rejected += 1
+                return [""]
+        return [reply for p in prompts for reply in self._replies([p])]
 
     def __call__(self, captions: Sequence[str], facts: Sequence[Sequence[Fact]]) -> list[list[Verdict]]:
         prompts = [JUDGE_PROMPT.format(caption=c, question=DIMENSION_QUESTIONS[f.dimension], value=f.value)
                    for c, fs in zip(captions, facts, strict=True) for f in fs]
         replies: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
-            replies.extend(self.generate(prompts[start:start + self.batch_size]))
+            replies.extend(self._replies(prompts[start:start + self.batch_size]))
         verdicts: list[Verdict] = []
         for reply in replies:
             verdict = parse_verdict(reply)

@@ -283,7 +283,15 @@ def decode_image(source: ImageSource, channels: str = "rgb") -> np.ndarray:
         raise CaptionInputError(f"image array must be (H, W, 3), got shape {tuple(source.shape)}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise CaptionInputError(f"image has an empty side: {image.shape[1]}x{image.shape[0]}")
-    if image.dtype != np.uint8:
+    if image.dtype == np.uint16:  # 16-bit frames: full range 0..65535 maps to 0..255
+        image = np.round(image.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+    elif np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:
+        low, high = int(image.min()), int(image.max())
+        if low < 0 or high > 255:
+            raise CaptionInputError(f"{image.dtype} image values must lie in 0..255 (got {low}..{high}); pass "
+                                    "uint8, uint16 (scaled from 0..65535) or floats")
+        image = image.astype(np.uint8)
+    elif image.dtype != np.uint8:
         if np.issubdtype(image.dtype, np.floating) and np.isfinite(image).all() and image.max() <= 1.0:
             image = np.round(image * 255.0)
         image = np.clip(image, 0, 255).astype(np.uint8)

@@ -67,7 +67,7 @@ def caption_for(count: int, color: str, shape: str, direction: str | None, camer
     noun = shape if count == 1 else shape + "s"
     head = f"{COUNTS[count].capitalize()} {color} {noun}"
     if direction is None:
-        return f"{head} on a grey background."
+        return f"{head} on a textured background."
     verb = "moves" if count == 1 else "move"
     return f"{head} {verb} {direction}. {CAMERA_PHRASES[camera]}"
 

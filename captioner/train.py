@@ -185,8 +185,16 @@ def process_example(processor: CaptionProcessor, example: CaptionExample) -> Pro
     return processor(example.media(), example.instruction, target=example.caption)
 
 
+class NoUsableExamplesError(RuntimeError):
+    """Every training example in a whole pass over the data, in a row, failed to process."""
+
+
 def _batches(stream: Iterator[tuple[int, CaptionExample]], processor: CaptionProcessor, batch_size: int,
-             skipped: dict[str, int]) -> Iterator[tuple[list[ProcessedSample], int]]:
+             skipped: dict[str, int], num_examples: int,
+             source: str = "the training data") -> Iterator[tuple[list[ProcessedSample], int]]:
+    """Batches of processed samples; bad examples are counted in ``skipped`` and passed over. Once
+    ``num_examples`` examples in a row (a whole pass) have been skipped, raises ``NoUsableExamplesError``."""
+    in_a_row = 0
     while True:
         samples, last = [], 0
         while len(samples) < batch_size:
@@ -194,9 +202,16 @@ def _batches(stream: Iterator[tuple[int, CaptionExample]], processor: CaptionPro
             last = index
             try:
                 samples.append(process_example(processor, example))
+                in_a_row = 0
             except (CaptionInputError, ValueError) as e:  # bad example: counted, skipped, the run goes on
                 skipped[type(e).__name__] = skipped.get(type(e).__name__, 0) + 1
                 log.warning("skipping example %s: %s", example.example_id, e)
+                in_a_row += 1
+                if in_a_row >= num_examples:
+                    counts = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
+                    raise NoUsableExamplesError(
+                        f"no usable example in {source}: all {num_examples} examples of a whole pass were skipped "
+                        f"in a row (skipped so far: {counts}; last error: {e})") from e
         yield samples, last + 1
 
 
@@ -238,12 +253,15 @@ def initial_model(cfg: CaptionTrainConfig, resume_from: Path | None) -> tuple[Sl
 
 def train_captioner(cfg: CaptionTrainConfig, *, examples: list[CaptionExample] | None = None,
                     on_step: Callable[[dict[str, float], Path | None], None] | None = None,
-                    is_main: bool = True, resume_from: str | Path | None = None) -> TrainResult:
+                    is_main: bool = True, resume_from: str | Path | None = None,
+                    wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> TrainResult:
     """Train the captioner as ``cfg`` says (one stage); the same loop runs alone or in a Ray Train worker.
 
     ``examples``: use these instead of reading ``cfg.lake`` (the Ray worker passes its shard's rows).
     ``on_step(metrics, checkpoint)`` is called after every step. ``is_main``: whether this process writes
     checkpoints. ``resume_from``: a checkpoint to continue (default ``checkpoint_dir/latest`` when ``resume``).
+    ``wrap_model``: wraps the model for the forward/backward pass (the Ray worker's DDP); the optimizer's
+    parameter groups, checkpoints and the returned model use the unwrapped module (DDP shares its parameters).
     """
     device = _device(cfg.device)
     if cfg.cpu_threads is not None:
@@ -270,10 +288,14 @@ def train_captioner(cfg: CaptionTrainConfig, *, examples: list[CaptionExample] |
             torch.set_rng_state(state["torch_rng"])
             log.info("resumed stage %d from %s at step %d", cfg.stage, resume, start_step)
 
+    forward = wrap_model(model) if wrap_model is not None else model
     if examples is None:
         examples = load_examples(cfg)
     result = TrainResult(model=model, processor=processor)
-    batches = _batches(example_stream(examples, cfg.seed, next_index), processor, cfg.batch_size, result.skipped)
+    source = (f"split {cfg.data_split!r} of table {cfg.table!r}" if cfg.source != "clips"
+              else f"table {cfg.captions_table!r}") + f" in lake {cfg.lake}"
+    batches = _batches(example_stream(examples, cfg.seed, next_index), processor, cfg.batch_size, result.skipped,
+                       len(examples), source)
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     t_last, tokens_since = time.perf_counter(), 0
     for step in range(start_step, cfg.steps):
@@ -282,7 +304,7 @@ def train_captioner(cfg: CaptionTrainConfig, *, examples: list[CaptionExample] |
         scale = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * scale
-        loss = model(batch)
+        loss = forward(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -312,6 +334,11 @@ def train_captioner(cfg: CaptionTrainConfig, *, examples: list[CaptionExample] |
 
 # ------------------------------------------------------------------------------------------------ Ray Train
 def _ray_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker function (returns nothing: Ray pickles a worker's return value)."""
+    _ray_train_loop(loop_config)
+
+
+def _ray_train_loop(loop_config: dict[str, Any]) -> TrainResult:
     """Ray Train worker: the plain loop over this worker's shard of the examples, reporting through ray.train."""
     import tempfile
 
@@ -324,6 +351,15 @@ def _ray_worker(loop_config: dict[str, Any]) -> None:
                 for r in shard.iter_rows()]
     context = ray.train.get_context()
     rank = context.get_world_rank()
+    wrap_model = None
+    if context.get_world_size() > 1:
+        from ray.train.torch import prepare_model
+
+        def wrap_model(model: torch.nn.Module) -> torch.nn.Module:
+            # DDP: gradients are averaged across workers every step. Unused parameters are expected (the
+            # vision tower's layers past ``feature_layer``; batches without media skip the tower entirely).
+            return prepare_model(model, move_to_device=False,
+                                 parallel_strategy_kwargs={"find_unused_parameters": True})
 
     def report(metrics: dict[str, float], saved: Path | None) -> None:
         if metrics["step"] % cfg.log_every and metrics["step"] != cfg.steps and saved is None:
@@ -336,7 +372,8 @@ def _ray_worker(loop_config: dict[str, Any]) -> None:
         resume_from = Path(restored.to_directory(os.path.join(scratch, "restored"))) if restored else None
         if cfg.checkpoint_dir is None or rank != 0:
             cfg = cfg.model_copy(update={"checkpoint_dir": os.path.join(scratch, "ckpt")})
-        train_captioner(cfg, examples=examples, on_step=report, is_main=rank == 0, resume_from=resume_from)
+        return train_captioner(cfg, examples=examples, on_step=report, is_main=rank == 0,
+                               resume_from=resume_from, wrap_model=wrap_model)
 
 
 def train_captioner_ray(cfg: CaptionTrainConfig, num_workers: int = 1, use_gpu: bool = False,
@@ -344,7 +381,8 @@ def train_captioner_ray(cfg: CaptionTrainConfig, num_workers: int = 1, use_gpu: 
     """Run ``train_captioner`` on Ray Train (``TorchTrainer``, ``num_workers`` workers); returns the Result.
 
     The examples are read with ``ray.data.read_lance`` (source "sft") and split across workers; each worker
-    runs the plain loop on its shard. Checkpoints are reported to Ray and kept under ``storage_path`` (default
+    runs the plain loop on its shard, with the model in DistributedDataParallel when ``num_workers > 1``
+    (gradients averaged every step, so all workers keep one model). Checkpoints are reported to Ray and kept under ``storage_path`` (default
     ``<checkpoint_dir>/ray``).
     """
     import ray

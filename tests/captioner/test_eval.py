@@ -147,3 +147,57 @@ def test_eval_command_captions_and_scores_a_lake_split(tiny_captioner_dir: Path,
     with pytest.raises(SystemExit, match="no annotated examples"):
         main(["--model", str(tiny_captioner_dir), "--lake", str(tmp_path / "lake"), "--split", "train",
               "--out", str(tmp_path / "out2")])
+
+
+HEDGE = ("One, two, three or four red, green, blue, yellow or grey circles, squares or triangles move left, "
+         "move right, move up or move down. The camera is static, pans left, pans right, tilts up or tilts down.")
+
+
+def test_rule_judge_gives_no_credit_for_hedging() -> None:
+    from captioner.synthetic import make_clips
+
+    clips = make_clips(range(40), ("video", "video", "image"))
+    hedged = evaluate_captions([HEDGE] * len(clips), [c.facts for c in clips])
+    assert hedged.mean_f1 < 0.1, hedged.table()  # every single-valued fact is named among others: wrong
+    assert all(s.correct == 0 for s in hedged.scores.values())
+    exact = evaluate_captions([c.caption for c in clips], [c.facts for c in clips])
+    assert exact.mean_f1 == 1.0 and all(s.f1 == 1.0 for s in exact.scores.values())
+    judge = RuleJudge()
+    assert judge.judge("A red or blue car.", Fact("object_color", "red")) == "wrong"
+    # an item annotated with two colours (or two actions) is multi-valued: naming both is no hedge
+    two_colours = [Fact("object_color", "red"), Fact("object_color", "blue")]
+    assert judge(["A red car and a blue car."], [two_colours]) == [["correct", "correct"]]
+    two_actions = [Fact("action", "walk"), Fact("action", "talk")]
+    assert judge(["A man walks and talks."], [two_actions]) == [["correct", "correct"]]
+    assert judge(["A man walks and talks."], [[Fact("action", "walk")]]) == [["wrong"]]
+    # OCR / event values are literal and never single-valued
+    assert judge(["Signs read OPEN and CLOSED."], [[Fact("ocr", "OPEN")]]) == [["correct"]]
+
+
+def test_llm_judge_records_a_rejected_prompt_and_goes_on() -> None:
+    from captioner.processor import CaptionInputError
+
+    def generate(prompts: list[str]) -> list[str]:
+        if any("<|reserved|>" in p for p in prompts):
+            raise CaptionInputError("instruction contains the reserved token '<|reserved|>'")
+        return ["correct"] * len(prompts)
+
+    captions = [CAPTION, "A <|reserved|> caption.", "A red thing."]
+    facts = [[Fact("object_color", "red")], [Fact("object_color", "red"), Fact("object_counting", "one")],
+             [Fact("object_color", "red")]]
+    judge = LLMJudge(generate, batch_size=4)
+    report = evaluate_captions(captions, facts, judge)
+    assert report.verdicts == [["correct"], ["not_mentioned", "not_mentioned"], ["correct"]]
+    assert judge.rejected == 2 and judge.unparsed == 2
+    assert report.scores["object_color"].correct == 2
+
+
+def test_llm_judge_with_a_real_backend_survives_reserved_tokens(tiny_parts) -> None:
+    from captioner.backends.hf import HFBackend
+
+    model, _, processor = tiny_parts
+    reserved = processor.tokenizer.convert_ids_to_tokens(model.config.image_token_id)
+    judge = LLMJudge(HFBackend(None, model=model, processor=processor), batch_size=4)
+    report = evaluate_captions([CAPTION, f"A {reserved} red circle."],
+                               [[Fact("object_color", "red")], [Fact("object_color", "red")]], judge)
+    assert judge.rejected == 1 and report.verdicts[1] == ["not_mentioned"]

@@ -10,6 +10,7 @@ from captioner.processor import (
     CaptionInputError,
     ImageInput,
     VideoInput,
+    decode_image,
     expand_placeholders,
     image_token_count,
     sample_frame_indices,
@@ -187,6 +188,8 @@ def test_extreme_aspect_ratio_padded_or_rejected(tiny_parts) -> None:
     (ImageInput(np.zeros((0, 8, 3), np.uint8)), "Describe.", "empty side"),
     (ImageInput(np.zeros((8, 8), np.float32) + 2), "Describe.", None),  # grey float image: accepted
     (ImageInput(np.zeros((8, 8, 5), np.uint8)), "Describe.", "must be"),
+    (ImageInput(np.full((8, 8, 3), 300, np.int32)), "Describe.", r"int32 image values must lie in 0\.\.255"),
+    (ImageInput(np.full((8, 8, 3), -1, np.int16)), "Describe.", "must lie in 0..255"),
     (VideoInput(np.zeros((0, 8, 8, 3), np.uint8), fps=30), "Describe.", "no frames"),
     (VideoInput(np.zeros((4, 8, 8, 3), np.uint8), fps=0), "Describe.", "fps must be positive"),
     (VideoInput(np.zeros((4, 8, 8, 3), np.uint8)), "Describe.", "fps or timestamps"),
@@ -216,3 +219,12 @@ def test_templates_and_prompt_version() -> None:
 
     digest = hashlib.sha1("\n".join(f"{k}={v}" for k, v in sorted(TEMPLATES.items())).encode()).hexdigest()[:8]
     assert PROMPT_VERSION.endswith(digest)
+
+
+def test_integer_frames_are_scaled_not_clipped() -> None:
+    wide = np.array([[[0, 257, 65535], [32768, 1000, 65534]]], np.uint16)  # 16-bit: scaled by 255/65535
+    assert decode_image(wide).tolist() == [[[0, 1, 255], [128, 4, 255]]]
+    assert decode_image(np.array([[[0, 7, 255]]], np.int64)).tolist() == [[[0, 7, 255]]]  # in range: kept
+    frames = (np.arange(2 * 4 * 4 * 3).reshape(2, 4, 4, 3) * 600).astype(np.uint16)
+    expected = np.round(frames.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert all(np.array_equal(decode_image(f), e) for f, e in zip(frames, expected, strict=True))

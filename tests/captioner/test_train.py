@@ -99,6 +99,18 @@ def test_data_splits_and_bad_examples_are_skipped(sft_lake: Path, tmp_path: Path
     assert all(row["caption_tokens"] > 0 for row in result.history)
 
 
+def test_a_lake_with_no_decodable_example_is_a_clear_error(tmp_path: Path) -> None:
+    from captioner.train import NoUsableExamplesError
+
+    lake = tmp_path / "bad_lake"
+    rows = [r | {"frames": [b"not a jpeg"] * len(r["frames"])}
+            for r in synthetic_rows(make_clips(range(3)), "train", prefix="bad")]
+    assert write_examples(lake, rows) == 3
+    cfg = CaptionTrainConfig(stage=2, lake=str(lake), steps=2, **TINY)
+    with pytest.raises(NoUsableExamplesError, match=r"split 'train' .*all 3 examples .*CaptionInputError: 3"):
+        train_captioner(cfg)
+
+
 def test_checkpoints_resume_exactly_and_chain_stages(sft_lake: Path, tmp_path: Path) -> None:
     base = dict(stage=2, lake=str(sft_lake), lr_llm=1e-3, lr_projector=1e-3, lr_vision=1e-3, **TINY)
     straight = train_captioner(CaptionTrainConfig(steps=4, checkpoint_dir=str(tmp_path / "a"), **base))
@@ -194,3 +206,41 @@ def test_yaml_config_and_command(sft_lake: Path, tmp_path: Path, capsys) -> None
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ValueError, match="mapping"):
         load_train_config(tmp_path / "list.yaml")
+
+
+@pytest.mark.slow
+def test_ray_train_two_cpu_workers_share_one_model_through_ddp(sft_lake: Path, tmp_path: Path, local_ray) -> None:
+    """Two gloo workers on different shards end with identical weights (without DDP each would train its own
+    copy on its own shard and they would differ), and the weights moved from the shared initialisation."""
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from captioner.train import _ray_train_loop
+
+    out = tmp_path / "ranks"
+    out.mkdir()
+
+    def loop(config: dict) -> None:
+        import ray.train
+
+        result = _ray_train_loop(config)
+        rank = ray.train.get_context().get_world_rank()
+        torch.save({"params": [p.detach().clone() for p in result.model.parameters()],
+                    "wrapped": type(result.model).__name__}, out / f"rank{rank}.pt")
+
+    import ray.data
+
+    rows = synthetic_rows(make_clips(range(8), ("video", "image")), "train")  # 4 per worker
+    cfg = CaptionTrainConfig(stage=2, lake=str(sft_lake), steps=2, lr_llm=1e-2, lr_projector=1e-2, lr_vision=1e-2,
+                             **TINY)
+    trainer = TorchTrainer(loop, train_loop_config={"cfg": cfg.model_dump(mode="json")},
+                           scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+                           datasets={"train": ray.data.from_items(rows)})
+    assert trainer.fit().error is None
+    ranks = [torch.load(out / f"rank{r}.pt") for r in (0, 1)]
+    assert all(r["wrapped"] == "SlowFastCaptioner" for r in ranks)
+    assert all(torch.equal(a, b) for a, b in zip(ranks[0]["params"], ranks[1]["params"], strict=True))
+    from captioner.tiny import build_tiny_captioner
+
+    initial = list(build_tiny_captioner(0)[0].parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(initial, ranks[0]["params"], strict=True))

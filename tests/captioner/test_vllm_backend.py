@@ -116,6 +116,35 @@ def test_vllm_greedy_captions_equal_transformers(vllm_backend, hf_backend):
     assert got[8].num_visual_tokens == 144
 
 
+def test_vllm_equals_transformers_when_pooling_shrinks_a_16x16_patch_grid(tmp_path, hf_backend):
+    """A ViT on 64x64 views with 4x4 patches gives 16x16 patch grids, so the adaptive 12x12 pooling really
+    averages (overlapping windows) inside vLLM's model, not a 12x12 identity as with the default tiny ViT."""
+    require_vllm()
+    from captioner.backends.hf import HFBackend
+    from captioner.backends.vllm_backend import VLLMBackend
+    from captioner.model import vision_features
+
+    pooled_dir = save_varied_tiny_captioner(tmp_path / "pooled", vision={"image_size": 64})
+    reference = HFBackend(pooled_dir, batch_size=4)
+    vision = reference.model.config.vision_config
+    assert (vision.image_size // vision.patch_size, reference.model.config.pool_grid) == (16, 12)
+    model = reference.model
+    with torch.no_grad():
+        patches = vision_features(model.vision_tower, torch.zeros(1, 3, 64, 64), model.config.vision_feature_layer)
+    assert patches.shape[1] == 256  # 16 x 16 patches per view, pooled to 144 tokens
+    items = [media_set()[i] for i in (0, 3, 5, 7)]  # tiles, 1x7 padded tiles, 9-frame video, uneven times
+    with VLLMBackend(pooled_dir, where="worker") as backend:
+        got = backend.caption(items, "Describe.", MAX_NEW)
+        ids = backend.caption_ids(items, "Describe.", MAX_NEW)
+    want = reference.caption(items, "Describe.", MAX_NEW)
+    assert all(r.ok for r in got), [r.error for r in got]
+    assert [(r.text, r.num_visual_tokens) for r in got] == [(r.text, r.num_visual_tokens) for r in want]
+    assert ids == reference_ids(reference, items, "Describe.", MAX_NEW)
+    assert got[1].num_visual_tokens == 8 * 144 and got[2].num_visual_tokens == 3 * 144 + 6
+    # the pooled model is a different computation from the default tiny one: its captions differ
+    assert [r.text for r in got] != [r.text for r in hf_backend.caption(items, "Describe.", MAX_NEW)]
+
+
 def test_default_templates_and_per_item_instructions(vllm_backend, hf_backend):
     items = media_set()[:2] + media_set()[5:6]
     instructions = ["Name the colours.", "Count the objects.", "What moves?"]
