@@ -65,6 +65,7 @@ def embed_index(lake: Lake) -> EmbedIndex | None:
         if st == STATUS_OK and cid not in seen:
             keep.append(i)
             seen.add(cid)
+    keep.sort(key=ids.__getitem__)  # clip_id order: seeded samples must not depend on Ray's commit order
     return EmbedIndex(lake.uri(EMBED_TABLE), ds.version, [ids[i] for i in keep], np.array(keep, np.int64),
                       tuple(sorted({versions[i] or "" for i in keep})), lake.storage_options)
 

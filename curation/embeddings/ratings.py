@@ -29,7 +29,7 @@ def sample_for_rating(clip_ids: Sequence[str], cluster_ids: Sequence[int], per_c
             by_cluster.setdefault(int(c), []).append(i)
     picked: list[int] = []
     for c in sorted(by_cluster):
-        rows = np.array(by_cluster[c])
+        rows = np.array(sorted(by_cluster[c], key=lambda i: clip_ids[i]))  # independent of table row order
         want = max(0, per_cluster - int(already.get(c, 0)))
         picked += rows[rng.permutation(len(rows))[:want]].tolist()
     return sorted(picked)

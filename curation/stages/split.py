@@ -64,7 +64,7 @@ def split_rows(rows: list[dict[str, Any]], cluster: dict[str, int], quality: dic
                cfg: SplitConfig) -> list[dict[str, Any]]:
     """``curated`` rows with this stage's reasons, ``keep``, ``cluster_id``, ``quality`` and ``split`` set."""
     out = []
-    for r in rows:
+    for r in sorted(rows, key=lambda row: row["clip_id"]):  # seeded tie-breaks must not depend on row order
         cid = r["clip_id"]
         reasons = [x for x in (r["reject_reasons"] or []) if x not in _OWN_REASONS]
         if cfg.reject_semantic_duplicates and duplicate.get(cid):

@@ -53,7 +53,7 @@ def labelled_embeddings(table_uri: str, kind: HeadKind, label_column: str = "lab
     if "clip_id" in names:
         if lake is None:
             raise ValueError("a table keyed by clip_id needs the lake whose stages/embed holds the embeddings")
-        t = ds.to_table(columns=["clip_id", label_column])
+        t = ds.to_table(columns=["clip_id", label_column]).sort_by("clip_id")  # seeded split: row-order free
         emb = lake.read(EMBED_TABLE, columns=["clip_id", "embedding"], filter=f"status = '{STATUS_OK}'")
         by_id = dict(zip(emb.column("clip_id").to_pylist(), range(emb.num_rows)))
         ids, labels = t.column("clip_id").to_pylist(), t.column(label_column).to_pylist()

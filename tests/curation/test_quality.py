@@ -199,3 +199,34 @@ def test_a_named_quality_head_is_used_as_is_and_a_wrong_one_is_a_clear_error(tmp
     cfg = parse_config({"lake": lake.root, "stages": ["quality"], "quality": {"head": str(tmp_path / "nope")}})
     with pytest.raises(WeightsNotFoundError, match="quality head"):
         embedding_stages.preflight(cfg, cfg.stages)
+
+
+def test_clusters_and_rating_sample_do_not_depend_on_row_order(tmp_path):
+    """Ray commits batches in whatever order they finish: the same clips in another row order must give the same
+    centroids, cluster ids and clips to rate (seeded draws run over clip_id order)."""
+    from curation.config import ClusterConfig, QualityConfig
+    from curation.lake import KeyedWriter
+    from curation.lake.schemas import embedding_schema
+    from curation.stages.cluster import run_cluster
+    from curation.stages.quality import run_quality
+    from tests.curation.embedding_data import write_embedded_lake
+
+    x, _ = gaussian_mixture(6, 40, dim=16, spread=1.5, seed=3)
+    first, _ = write_embedded_lake(tmp_path / "a", x)
+    second, _ = write_embedded_lake(tmp_path / "b", x[:0])  # the same tables, empty
+    order = np.random.default_rng(0).permutation(len(x))
+    clips, embed = first.read("clips"), first.read("stages/embed")
+    KeyedWriter(second, "clips").append(clips.take(order))
+    writer = KeyedWriter(second, "stages/embed")
+    writer.schema = embedding_schema(x.shape[1])
+    writer.append(embed.take(order))
+    assert second.read("stages/embed").column("clip_id").to_pylist() != embed.column("clip_id").to_pylist()
+
+    results = []
+    for lake in (first, second):
+        run_cluster(lake, ClusterConfig(n_clusters=6, sample_size=150), backend="local")
+        run_quality(lake, QualityConfig(ratings_per_cluster=5, min_ratings=100), backend="local")
+        cluster = lake.read("stages/cluster").sort_by("clip_id")
+        results.append((cluster.column("clip_id").to_pylist(), cluster.column("cluster_id").to_pylist(),
+                        sorted(lake.read("ratings_todo").column("clip_id").to_pylist())))
+    assert results[0] == results[1]
