@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from typing import Any
 
 import cv2
@@ -35,8 +36,25 @@ _EXEC_FIELDS = set(ModelStageConfig.model_fields)
 def settings_hash(*sections: ModelStageConfig) -> str:
     """Hash of what changes a stage's scores (its model settings and those of the stages it reads), leaving
     out how it runs (batch size, actors, GPUs), so re-running with more actors recomputes nothing."""
-    blob = json.dumps([s.model_dump(mode="json", exclude=_EXEC_FIELDS) for s in sections], sort_keys=True)
+    dumps = [s.model_dump(mode="json", exclude=_EXEC_FIELDS) for s in sections]
+    blob = json.dumps([dumps, [weight_fingerprint(path) for path in _paths_in(dumps)]], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def _paths_in(value: Any) -> list[str]:
+    """Every string in a config dump that names an existing local file or folder (weights)."""
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _paths_in(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _paths_in(v)]
+    return [value] if isinstance(value, str) and "://" not in value and os.path.exists(value) else []
+
+
+def weight_fingerprint(path: str) -> list[Any]:
+    """Size and modification time of a weight file (or of each file in a weight folder): retraining a head or
+    replacing a CLIP folder at the same path changes the stage version, so old scores are recomputed."""
+    files = sorted(os.path.join(path, f) for f in os.listdir(path)) if os.path.isdir(path) else [path]
+    return [[os.path.basename(f), os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files if os.path.isfile(f)]
 
 
 def decode_keyframes(jpegs: list[bytes] | None) -> list[np.ndarray]:

@@ -408,3 +408,18 @@ def test_curate_job_with_a_missing_weight_fails_before_any_work(tmp_path, capsys
     assert curate(["--config", str(config)]) == 2
     assert f"expected a directory at {tmp_path / 'clip'}" in capsys.readouterr().err
     assert not (tmp_path / "lake").exists()
+
+
+def test_replacing_weights_at_the_same_path_changes_the_stage_version(tmp_path) -> None:
+    """Config paths alone would keep stale scores after `train-expert --out` overwrote a head."""
+    from curation.config import ExpertsConfig
+    from curation.stages.model_stages import settings_hash
+
+    head = tmp_path / "overexposure.safetensors"
+    head.write_bytes(b"first head")
+    cfg = ExpertsConfig(heads={"overexposure": str(head)})
+    before = settings_hash(cfg)
+    assert settings_hash(cfg) == before  # stable while nothing changes
+    head.write_bytes(b"a retrained head")
+    assert settings_hash(cfg) != before
+    assert settings_hash(cfg.model_copy(update={"batch_size": 7})) == settings_hash(cfg)  # how it runs: no rescoring
