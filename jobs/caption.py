@@ -8,6 +8,8 @@ import argparse
 import logging
 import sys
 
+from jobs.overrides import parse_set_overrides
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.caption", description=__doc__)
@@ -18,17 +20,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config value, e.g. --set backend=hf (YAML value)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import yaml
 
     from captioner.batch import load_caption_config, run_caption_job
     from curation.config import ConfigError
 
     overrides: dict[str, object] = {}
-    for item in args.set:
-        if "=" not in item:
-            parser.error(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
+    overrides.update(parse_set_overrides(parser, args.set))
     if args.lake:
         overrides["lake"] = args.lake
     if args.model:

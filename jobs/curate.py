@@ -11,6 +11,7 @@ import sys
 
 from curation.config import ConfigError, load_config
 from curation.pipeline import run_curation
+from jobs.overrides import parse_set_overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,18 +23,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config value, e.g. --set select.min_duration_s=2 (YAML value)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import yaml
 
     overrides: dict[str, object] = {}
     if args.stages:
         overrides["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
     if args.lake:
         overrides["lake"] = args.lake
-    for item in args.set:
-        if "=" not in item:
-            parser.error(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
+    overrides.update(parse_set_overrides(parser, args.set))
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as e:

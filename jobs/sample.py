@@ -9,6 +9,8 @@ import argparse
 import logging
 import sys
 
+from jobs.overrides import parse_set_overrides
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.sample", description=__doc__)
@@ -19,17 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local", action="store_true", help="sample in this process instead of Ray actors")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import yaml
     from pydantic import ValidationError
 
     from wanmodel.pipelines.batch import load_sample_config, run_sampling
 
     overrides: dict[str, object] = {"lake": args.lake} if args.lake else {}
-    for item in args.set:
-        if "=" not in item:
-            parser.error(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
+    overrides.update(parse_set_overrides(parser, args.set))
     try:
         cfg = load_sample_config(args.config, overrides)
     except (ValidationError, ValueError, FileNotFoundError) as error:
