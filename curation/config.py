@@ -28,6 +28,14 @@ STAGE_ORDER = ("ingest", "shots", *SCORER_CONFIGS.keys(), "dedup", *MODEL_STAGES
 MOTION_TIERS = ("optimal", "medium", "static", "camera_driven", "low_quality", "shaky")
 
 
+def known_motion_tiers(tiers: list[str]) -> list[str]:
+    """``tiers`` unchanged, or ValueError naming the unknown ones (every config field that lists motion tiers)."""
+    bad = [t for t in tiers if t not in MOTION_TIERS]
+    if bad:
+        raise ValueError(f"unknown motion tier(s) {bad}; known: {list(MOTION_TIERS)}")
+    return tiers
+
+
 class ConfigError(ValueError):
     """A configuration that cannot be run; the message names the offending key."""
 
@@ -316,10 +324,7 @@ class SplitConfig(Strict):
     @field_validator("simple_motion_tiers", "complex_motion_tiers")
     @classmethod
     def _known_tiers(cls, v: list[str]) -> list[str]:
-        bad = [t for t in v if t not in MOTION_TIERS]
-        if bad:
-            raise ValueError(f"unknown motion tier(s) {bad}; known: {list(MOTION_TIERS)}")
-        return v
+        return known_motion_tiers(v)
 
     @model_validator(mode="after")
     def _disjoint(self) -> "SplitConfig":
@@ -369,10 +374,7 @@ class SelectConfig(Strict):
     @field_validator("exclude_tiers")
     @classmethod
     def _known_tiers(cls, v: list[str]) -> list[str]:
-        bad = [t for t in v if t not in MOTION_TIERS]
-        if bad:
-            raise ValueError(f"unknown motion tier(s) {bad}; known: {list(MOTION_TIERS)}")
-        return v
+        return known_motion_tiers(v)
 
     @model_validator(mode="after")
     def _stage_known(self) -> "SelectConfig":
