@@ -29,7 +29,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from curation.config import RayConfig, Strict, config_hash
+from curation.config import RayConfig
+from curation.jobconfig import Strict, config_hash
 from curation.lake.schemas import STATUS_ERROR, STATUS_OK, schema_for
 from curation.lake.tables import KeyedWriter, Lake, conform
 
@@ -97,33 +98,9 @@ class CaptionJobConfig(Strict):
 def load_caption_config(path: str | Path, overrides: dict[str, Any] | None = None) -> CaptionJobConfig:
     """Read and validate a caption job YAML (``overrides``: dotted keys -> values); a bad key or value is a
     ``ConfigError`` naming it, raised before any work starts."""
-    import yaml
-    from pydantic import ValidationError
+    from curation.jobconfig import load_yaml_config
 
-    from curation.config import ConfigError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid config: {path} must hold a mapping at the top level")
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            if not isinstance(node.get(p), dict):
-                node[p] = {}
-            node = node[p]
-        node[leaf] = value
-    try:
-        return CaptionJobConfig.model_validate(data)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "<root>"
-            problems.append(f"unknown key '{loc}'" if err["type"] == "extra_forbidden" else f"'{loc}': {err['msg']}")
-        raise ConfigError("invalid config: " + "; ".join(problems)) from None
+    return load_yaml_config(path, CaptionJobConfig, overrides)
 
 
 # -------------------------------------------------------------------------------------------- work items
@@ -389,7 +366,7 @@ def _batches(items: list[dict[str, Any]], cfg: CaptionJobConfig, sampler: Sample
     import ray
     import ray.data
 
-    from curation.stages.runner import ensure_ray
+    from curation.ray_runtime import ensure_ray
 
     ensure_ray(cfg.ray.address, cfg.ray.num_cpus)
     if cfg.caption.num_gpus > 0 and ray.cluster_resources().get("GPU", 0.0) < cfg.caption.num_gpus:

@@ -104,13 +104,10 @@ class CaptionTrainConfig(BaseModel):
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> CaptionTrainConfig:
-    """Read a YAML training config (plus top-level overrides) and validate it."""
-    import yaml
+    """Read a YAML training config (plus dotted overrides) and validate it."""
+    from curation.jobconfig import load_yaml_config
 
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    return CaptionTrainConfig(**{**data, **(overrides or {})})
+    return load_yaml_config(path, CaptionTrainConfig, overrides)
 
 
 # ------------------------------------------------------------------------------------------------ optimizer

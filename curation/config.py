@@ -5,15 +5,15 @@ silently ignored. ``load_config`` turns pydantic's report into one ``ConfigError
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, Field, create_model, field_validator, model_validator
 
+from curation.jobconfig import ConfigError, Strict, config_hash, load_yaml_config, validate
 from curation.scorers.registry import SCORER_CONFIGS
+
+__all__ = ["ConfigError", "Strict", "config_hash", "load_config", "parse_config"]
 
 MODEL_STAGES = ("ocr", "embed", "aesthetic", "nsfw", "experts")
 """Model-backed stages (Ray Data actor pools over keyframes or embeddings), in dependency order."""
@@ -34,14 +34,6 @@ def known_motion_tiers(tiers: list[str]) -> list[str]:
     if bad:
         raise ValueError(f"unknown motion tier(s) {bad}; known: {list(MOTION_TIERS)}")
     return tiers
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be run; the message names the offending key."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class InputConfig(Strict):
@@ -438,50 +430,11 @@ CurateConfig = create_model("CurateConfig", __base__=_CurateBase, **_scorer_fiel
 """The whole job: lake, input, stages to run, one section per stage."""
 
 
-def _format_errors(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{loc}'")
-        else:
-            lines.append(f"'{loc}': {e['msg']}")
-    return "invalid config: " + "; ".join(lines)
-
-
 def parse_config(data: dict[str, Any]) -> Any:
     """Validate a config dict; raises ``ConfigError`` naming every bad key."""
-    if not isinstance(data, dict):
-        raise ConfigError("invalid config: the top level must be a mapping")
-    try:
-        return CurateConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_format_errors(e)) from None
+    return validate(CurateConfig, data)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Any:
     """Read a YAML config (relative ``lake``/``input`` paths resolve against the working directory)."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid config: {path} must hold a mapping at the top level")
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for i, p in enumerate(parents):
-            if node.get(p) is None:
-                node[p] = {}
-            node = node[p]
-            if not isinstance(node, dict):
-                raise ConfigError(f"invalid override '{dotted}': '{'.'.join(parents[:i + 1])}' is not a section")
-        node[leaf] = value
-    return parse_config(data)
-
-
-def config_hash(section: BaseModel) -> str:
-    """Stable short hash of a config section, recorded in ``runs``."""
-    blob = json.dumps(section.model_dump(mode="json"), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
+    return load_yaml_config(path, CurateConfig, overrides)

@@ -19,7 +19,8 @@ from curation.stages.dedup import run_dedup
 from curation.stages.ingest import run_ingest
 from curation.stages.model_runner import run_model_stage
 from curation.stages.model_stages import build_spec, preflight
-from curation.stages.runner import StageResult, ensure_ray
+from curation.ray_runtime import ensure_ray
+from curation.stages.runner import StageResult
 from curation.stages.select import run_select
 from curation.stages.shots import ShotSettings, run_shots
 

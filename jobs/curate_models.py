@@ -77,7 +77,7 @@ def _render_text(argv: list[str]) -> int:
         with open(args.text_file, encoding="utf-8") as f:
             texts = [[s for s in line.rstrip("\n").split("|") if s] for line in f if line.strip()]
     if args.backend == "ray":
-        from curation.stages.runner import ensure_ray
+        from curation.ray_runtime import ensure_ray
 
         ensure_ray()
     try:

@@ -165,7 +165,7 @@ def _ray_run(paths: list[str], cfg, n_clips: int) -> dict:
     """The same stack as a Ray Data job (ingest excluded) on every core of this machine."""
     from curation.lake import Lake
     from curation.stages.ingest import run_ingest
-    from curation.stages.runner import ensure_ray
+    from curation.ray_runtime import ensure_ray
     from curation.stages.shots import run_shots
 
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))

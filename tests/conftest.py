@@ -26,7 +26,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, "pq.Table"]:
 @pytest.fixture(scope="session")
 def local_ray() -> None:
     """The embedded local Ray, started once (2 CPUs, as CI has)."""
-    from curation.stages.runner import ensure_ray
+    from curation.ray_runtime import ensure_ray
 
     ensure_ray(num_cpus=2)
     yield

@@ -188,7 +188,7 @@ def _batches(spec: ModelStageSpec, lake: Lake, positions: list[int], version: in
         raise ValueError(f"unknown backend {backend!r}")
     import ray.data
 
-    from curation.stages.runner import ensure_ray
+    from curation.ray_runtime import ensure_ray
 
     ensure_ray()  # a no-op when the pipeline (or a test) already started Ray
     _check_gpus(spec)

@@ -32,18 +32,6 @@ ErrorFn = Callable[[dict[str, Any], str], Rows]
 _TRANSPORT = pa.schema([("table", pa.string()), ("ipc", pa.binary())])
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Start (or join) Ray once per process: the embedded local Ray when ``address`` is None."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING",
-                 configure_logging=True, log_to_driver=True)
-        from ray.data import DataContext
-
-        DataContext.get_current().enable_progress_bars = True
-
-
 def _pack(rows: Rows) -> pa.Table:
     tables, blobs = [], []
     for table, table_rows in rows.items():

@@ -129,16 +129,9 @@ class SampleJobConfig(BaseModel):
 
 def load_sample_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SampleJobConfig:
     """YAML -> validated config; ``overrides`` are dotted keys (``sampling.num_steps``) applied first."""
-    import yaml
+    from curation.jobconfig import load_yaml_config
 
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return SampleJobConfig(**data)
+    return load_yaml_config(path, SampleJobConfig, overrides)
 
 
 # --------------------------------------------------------------------------------------------- items
@@ -415,7 +408,7 @@ def _iterate(cfg: SampleJobConfig, todo: list[dict[str, Any]], backend: str):
         raise ValueError(f"backend must be 'ray' or 'local', got {backend!r}")
     import ray.data
 
-    from curation.stages.runner import ensure_ray
+    from curation.ray_runtime import ensure_ray
 
     ensure_ray()
     blocks = -(-items.num_rows // cfg.batch_size)  # one block per batch, so every actor gets work

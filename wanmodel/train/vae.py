@@ -114,13 +114,10 @@ class VAETrainConfig(BaseModel):
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> VAETrainConfig:
-    """Read a YAML training config (plus dotted-free top-level overrides) and validate it."""
-    import yaml
+    """Read a YAML training config (plus dotted overrides) and validate it."""
+    from curation.jobconfig import load_yaml_config
 
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    return VAETrainConfig(**{**data, **(overrides or {})})
+    return load_yaml_config(path, VAETrainConfig, overrides)
 
 
 # --------------------------------------------------------------------------------------------- inflation
