@@ -29,6 +29,7 @@ VIDEOS = pa.schema(
         pa.field("height", pa.int32()),
         pa.field("num_frames", pa.int64()),
         pa.field("duration_s", pa.float64()),
+        pa.field("rotation", pa.int32()),  # degrees counter-clockwise applied for display; width/height as displayed
         pa.field("duplicate_of", pa.string()),  # uri of the first file with the same content
         *_STATUS,
         pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
@@ -38,15 +39,22 @@ VIDEOS = pa.schema(
 CLIPS = pa.schema(
     [
         pa.field("clip_id", pa.string(), nullable=False),  # f"{video_id}:{start_frame:06d}-{end_frame:06d}"
+        # Lineage: the source's content hash (128-bit BLAKE2b of its bytes, hex: videos.video_id), the span in
+        # decoded frames and in seconds, and the rotation applied.
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("uri", pa.string()),
         pa.field("media_type", pa.string()),
         pa.field("start_frame", pa.int64()),
         pa.field("end_frame", pa.int64()),  # exclusive
+        # Presentation times (pts * time_base) from the stream's start: the first frame's, and the frame after the
+        # last one's (or the last one's plus its duration). Right for variable frame rate; 0, 0 for an image.
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field("rotation", pa.int32()),  # degrees counter-clockwise applied: frames, width, height as displayed
         pa.field("fps", pa.float64()),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
-        pa.field("duration_s", pa.float64()),
+        pa.field("duration_s", pa.float64()),  # end_s - start_s
         pa.field("keyframes", pa.list_(pa.binary())),  # small JPEGs: first, middle, last
         pa.field("keyframe_indices", pa.list_(pa.int64())),
         *_STATUS,
@@ -193,6 +201,9 @@ CURATED = pa.schema(
         pa.field("media_type", pa.string()),
         pa.field("start_frame", pa.int64()),
         pa.field("end_frame", pa.int64()),
+        pa.field("start_s", pa.float64()),  # lineage copied from clips
+        pa.field("end_s", pa.float64()),
+        pa.field("rotation", pa.int32()),
         pa.field("duration_s", pa.float64()),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),

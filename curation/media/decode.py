@@ -3,6 +3,11 @@ and analysis-size frames (for every classical scorer) at a fixed sampling rate.
 
 Frames are converted by FFmpeg's swscale straight to the small size (``VideoFrame.reformat``), so the cost over
 a bare decode is a small-image conversion per frame, not a full-size RGB copy.
+
+Frames come out as displayed: the container's rotation (display matrix) is applied, so a phone video recorded
+sideways is upright, and every size here is the displayed one. Each frame carries its presentation time in
+seconds from the stream's PTS (``pts * time_base``), which stays right for variable-frame-rate files where
+``index / fps`` drifts.
 """
 from __future__ import annotations
 
@@ -11,18 +16,29 @@ import av
 import cv2
 import numpy as np
 
-from curation.media.probe import MediaError, open_video
+from curation.media.probe import MediaError, display_rotation, open_video
 
 
 class DecodedFrame:
-    """A decoded frame, converted to small BGR arrays only when asked (swscale does the resize)."""
+    """A decoded frame, converted to small upright BGR arrays only when asked (swscale does the resize).
 
-    __slots__ = ("index", "_frame", "_source_size")
+    Attributes:
+        index: position in decode (presentation) order from the stream's first frame.
+        time_s: presentation time in seconds from the stream's start (``(pts - start_time) * time_base``).
+        duration_s: how long the frame is shown (its packet duration), or None when the container does not say.
+        rotation: degrees counter-clockwise applied to display it (0, 90, 180, 270).
+    """
 
-    def __init__(self, index: int, frame: av.VideoFrame, source_size: tuple[int, int]) -> None:
+    __slots__ = ("index", "time_s", "duration_s", "rotation", "_frame", "_source_size")
+
+    def __init__(self, index: int, frame: av.VideoFrame, source_size: tuple[int, int], time_s: float,
+                 duration_s: float | None = None, rotation: int = 0) -> None:
         self.index = index
+        self.time_s = time_s
+        self.duration_s = duration_s
+        self.rotation = rotation
         self._frame = frame
-        self._source_size = source_size
+        self._source_size = source_size  # displayed (width, height)
 
     def bgr(self, max_side: int, fast: bool = False) -> np.ndarray:
         """The frame as BGR uint8 with its long side at most ``max_side``.
@@ -33,7 +49,35 @@ class DecodedFrame:
         """
         w, h = scaled_size(*self._source_size, max_side)
         interp = "FAST_BILINEAR" if fast else "AREA"
-        return self._frame.reformat(w, h, "bgr24", interpolation=interp).to_ndarray()
+        turns = self.rotation // 90
+        if turns % 2:  # the coded picture is on its side: scale it to the transposed size, then turn it
+            w, h = h, w
+        image = self._frame.reformat(w, h, "bgr24", interpolation=interp).to_ndarray()
+        return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+class _FrameClock:
+    """Presentation times of a stream's frames in seconds from the stream's start; frames without a PTS follow
+    the previous one by its duration (or one frame at the nominal rate)."""
+
+    def __init__(self, stream: av.VideoStream, fps: float) -> None:
+        self.time_base = stream.time_base
+        self.origin = stream.start_time
+        self.step = 1.0 / fps
+        self.previous: tuple[float, float | None] | None = None
+
+    def __call__(self, frame: av.VideoFrame) -> tuple[float, float | None]:
+        """``(time_s, duration_s)`` of the next decoded frame."""
+        tb = frame.time_base or self.time_base  # the decoder stamps frames in the stream's time base
+        duration = float(frame.duration * tb) if frame.duration and tb else None
+        if frame.pts is not None and tb:
+            if self.origin is None:
+                self.origin = frame.pts
+            t = float((frame.pts - self.origin) * tb)
+        else:
+            t = 0.0 if self.previous is None else self.previous[0] + (self.previous[1] or self.step)
+        self.previous = (t, duration)
+        return t, duration
 
 
 def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -64,7 +108,8 @@ def decode_video(path: str, end_frame: int | None = None, threads: int = 1) -> I
     Raises ``MediaError`` when the container cannot be read; a stream that breaks mid-way raises ``MediaError``
     naming the last good frame, so callers can keep what decoded.
     """
-    container, stream, _ = open_video(path)
+    container, stream, fps = open_video(path)
+    clock = _FrameClock(stream, fps)
     with container:
         if threads == 1:
             stream.thread_type = "SLICE"
@@ -72,14 +117,17 @@ def decode_video(path: str, end_frame: int | None = None, threads: int = 1) -> I
         else:
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = threads
-        size = (stream.codec_context.width, stream.codec_context.height)
-        index = -1
+        coded = (stream.codec_context.width, stream.codec_context.height)
+        index, rotation, size = -1, 0, coded
         try:
             for frame in container.decode(stream):
                 index += 1
                 if end_frame is not None and index >= end_frame:
                     break
-                yield DecodedFrame(index, frame, size)
+                if index == 0:
+                    rotation = display_rotation(frame, stream)
+                    size = coded[::-1] if rotation in (90, 270) else coded
+                yield DecodedFrame(index, frame, size, *clock(frame), rotation=rotation)
         except av.FFmpegError as e:
             raise MediaError(f"decode failed after frame {index}: {e}") from e
 

@@ -37,6 +37,8 @@ class ClipFrames:
             configured analysis size, aspect ratio kept. ``N == 1`` for an image.
         frame_indices: ``(N,)`` int64, index of each sampled frame in the source video.
         start_frame, end_frame: the clip's span in source frames (end exclusive; 0, 1 for an image).
+        start_s, end_s: the span in seconds from the stream's presentation timestamps, when known (right for
+            variable frame rate); otherwise the duration is counted in frames at ``source_fps``.
     """
 
     clip_id: str
@@ -49,6 +51,8 @@ class ClipFrames:
     frame_indices: np.ndarray
     start_frame: int = 0
     end_frame: int = 1
+    start_s: float | None = None
+    end_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
@@ -70,7 +74,9 @@ class ClipFrames:
 
     @property
     def duration_s(self) -> float:
-        """Length of the clip in seconds (0.0 for an image)."""
+        """Length of the clip in seconds (0.0 for an image): from the timestamps when known."""
+        if self.start_s is not None and self.end_s is not None:
+            return self.end_s - self.start_s
         return (self.end_frame - self.start_frame) / self.source_fps if self.source_fps > 0 else 0.0
 
     @property

@@ -23,6 +23,14 @@ _IMAGE_MAGIC = {
 }
 
 
+# Images whose header claims more pixels than this are refused before any decoding (a decompression bomb: a few
+# bytes that expand to gigabytes). 2**28 is 16384 x 16384, far above any training resolution.
+MAX_IMAGE_PIXELS = 1 << 28
+
+# EXIF orientation -> degrees counter-clockwise that make the stored picture upright (mirrored ones as their turn).
+_EXIF_ROTATION = {1: 0, 2: 0, 3: 180, 4: 180, 5: 270, 6: 270, 7: 90, 8: 90}
+
+
 class MediaError(Exception):
     """A file that cannot be used, with a message fit for the ``error`` column."""
 
@@ -37,6 +45,9 @@ class ProbeResult:
     height: int
     num_frames: int
     duration_s: float
+    # Degrees counter-clockwise the decoded picture is turned to display it (0, 90, 180, 270); ``width`` and
+    # ``height`` are the displayed size (swapped from the coded size at 90 and 270).
+    rotation: int = 0
 
 
 def content_hash(path: str, chunk_bytes: int = 1 << 20) -> str:
@@ -64,8 +75,7 @@ def probe(path: str, min_side: int = 16) -> ProbeResult:
     A video must open, hold a video stream, be at least ``min_side`` pixels on each side and decode its first
     frame. The extension must agree with the content (an image named ``.mp4`` is rejected, not guessed).
     """
-    if not os.path.exists(path):
-        raise MediaError("file not found")
+    check_exists(path)
     size = os.path.getsize(path)
     if size == 0:
         raise MediaError("empty file (0 bytes)")
@@ -82,16 +92,46 @@ def probe(path: str, min_side: int = 16) -> ProbeResult:
     return _probe_video(path, min_side)
 
 
+def check_exists(path: str) -> None:
+    """``MediaError`` for a missing file, naming a dangling symbolic link as such."""
+    if os.path.exists(path):
+        return
+    if os.path.islink(path):
+        raise MediaError(f"dangling symbolic link: its target {os.readlink(path)!r} does not exist")
+    raise MediaError("file not found")
+
+
 def _probe_image(path: str, image_format: str, min_side: int) -> ProbeResult:
+    rotation = image_header(path)[2]
     image = read_image(path)
     h, w = image.shape[:2]
     if min(h, w) < min_side:
         raise MediaError(f"resolution {w}x{h} below the minimum side of {min_side} px")
-    return ProbeResult("image", image_format, image_format, 0.0, w, h, 1, 0.0)
+    return ProbeResult("image", image_format, image_format, 0.0, w, h, 1, 0.0, rotation)
+
+
+def image_header(path: str) -> tuple[int, int, int]:
+    """Stored width, height and EXIF rotation (degrees counter-clockwise) read from the header alone; a header
+    claiming more than ``MAX_IMAGE_PIXELS`` pixels is a ``MediaError`` (decompression bomb), before decoding."""
+    from PIL import Image  # Pillow reads headers lazily; it comes with diffusers and torchvision
+
+    try:
+        with Image.open(path) as im:
+            (w, h), orientation = im.size, im.getexif().get(274, 1)
+    except Image.DecompressionBombError as e:
+        raise MediaError(f"decompression bomb: {e}") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise MediaError(f"image header does not parse: {e}") from e
+    if w * h > MAX_IMAGE_PIXELS:
+        raise MediaError(f"decompression bomb: header claims {w}x{h} = {w * h} pixels, more than the limit of "
+                         f"{MAX_IMAGE_PIXELS}")
+    return w, h, _EXIF_ROTATION.get(orientation, 0)
 
 
 def read_image(path: str) -> np.ndarray:
-    """BGR uint8 image; ``MediaError`` when it does not decode."""
+    """BGR uint8 image, upright by its EXIF orientation; ``MediaError`` when it does not decode or its header
+    claims too many pixels."""
+    image_header(path)
     data = np.fromfile(path, dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
@@ -119,6 +159,19 @@ def open_video(path: str) -> tuple[av.container.InputContainer, av.VideoStream, 
     return container, stream, fps
 
 
+def display_rotation(frame: av.VideoFrame, stream: av.VideoStream) -> int:
+    """Degrees counter-clockwise (0, 90, 180 or 270) that turn a decoded frame upright for display: the frame's
+    display matrix (FFmpeg copies the container's to every frame), else the stream's legacy ``rotate`` tag
+    (clockwise degrees). Angles between multiples of 90 are rounded to the nearest one."""
+    degrees = float(frame.rotation)
+    if degrees == 0 and stream.metadata.get("rotate"):
+        try:
+            degrees = -float(stream.metadata["rotate"])
+        except ValueError:
+            degrees = 0.0
+    return int(round(degrees / 90.0)) % 4 * 90
+
+
 def _probe_video(path: str, min_side: int) -> ProbeResult:
     container, stream, fps = open_video(path)
     with container:
@@ -138,5 +191,9 @@ def _probe_video(path: str, min_side: int) -> ProbeResult:
             raise MediaError(f"first frame does not decode: {e}") from e
         if first is None:
             raise MediaError("video stream holds no decodable frame")
+        rotation = display_rotation(first, stream)
+        if rotation in (90, 270):
+            width, height = height, width
         fmt = container.format.name.split(",")[0]
-        return ProbeResult("video", fmt, ctx.name, fps, width, height, num_frames, duration_s or num_frames / fps)
+        return ProbeResult("video", fmt, ctx.name, fps, width, height, num_frames, duration_s or num_frames / fps,
+                           rotation)

@@ -15,7 +15,7 @@ import pyarrow as pa
 from curation.config import IngestConfig, InputConfig
 from curation.lake.schemas import STATUS_DUPLICATE, STATUS_ERROR, STATUS_OK
 from curation.lake.tables import Lake
-from curation.media.probe import MEDIA_EXTENSIONS, MediaError, content_hash, probe
+from curation.media.probe import MEDIA_EXTENSIONS, MediaError, check_exists, content_hash, probe
 from curation.stages.runner import Rows, StageResult, run_items
 
 STAGE = "ingest"
@@ -55,6 +55,7 @@ def ingest_one(item: dict[str, Any], cfg: IngestConfig) -> Rows:
     uri = item["uri"]
     row: dict[str, Any] = {"uri": uri, "ingested_at": dt.datetime.now(dt.timezone.utc)}
     try:
+        check_exists(uri)
         row["size_bytes"] = os.path.getsize(uri)
         row["video_id"] = content_hash(uri, cfg.hash_chunk_mb << 20)
         info = probe(uri, min_side=cfg.min_side)
@@ -63,7 +64,8 @@ def ingest_one(item: dict[str, Any], cfg: IngestConfig) -> Rows:
         return {"videos": [{**row, "status": STATUS_ERROR, "error": str(e)}]}
     row.update(
         media_type=info.media_type, container=info.container, codec=info.codec, fps=info.fps, width=info.width,
-        height=info.height, num_frames=info.num_frames, duration_s=info.duration_s, status=STATUS_OK,
+        height=info.height, num_frames=info.num_frames, duration_s=info.duration_s, rotation=info.rotation,
+        status=STATUS_OK,
     )
     return {"videos": [row]}
 

@@ -18,12 +18,13 @@ from curation.lake.tables import Lake
 STAGE = "select"
 _CLIP_COLUMNS = ["clip_id", "video_id", "uri", "media_type", "start_frame", "end_frame", "duration_s", "width",
                  "height", "status", "error"]
+_LINEAGE = ("start_s", "end_s", "rotation")  # copied from clips into curated
 
 
 def joined_scores(lake: Lake, stages: list[str]) -> pa.Table:
     """``clips`` left-joined with each present ``stages/<name>`` table; stage columns are prefixed
     ``<name>.`` (including ``<name>.status``)."""
-    wide = lake.read("clips", columns=_CLIP_COLUMNS)
+    wide = lake.read("clips", columns=_CLIP_COLUMNS + list(_LINEAGE))
     for name in stages:
         if not lake.exists(f"stages/{name}"):
             continue
@@ -131,6 +132,7 @@ def select_rows(wide: pa.Table, stages: list[str], cfg: SelectConfig) -> list[di
         out.append({
             **{k: row[k] for k in ("clip_id", "video_id", "uri", "media_type", "start_frame", "end_frame",
                                    "duration_s", "width", "height")},
+            **{k: row.get(k) for k in _LINEAGE},
             "crop_x0": crop[0], "crop_y0": crop[1], "crop_x1": crop[2], "crop_y1": crop[3],
             "motion_tier": row.get("motion.motion_tier"), "keep": not reasons, "reject_reasons": reasons,
             "scores_json": json.dumps(scores, sort_keys=True, default=float),

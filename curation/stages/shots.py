@@ -25,7 +25,7 @@ from curation.lake.schemas import STATUS_ERROR, STATUS_OK
 from curation.lake.tables import Lake
 from curation.media.decode import decode_video, encode_jpeg, image_analysis_frame, is_sampled
 from curation.media.frames import ClipFrames
-from curation.media.probe import MediaError, read_image
+from curation.media.probe import MediaError, image_header, read_image
 from curation.stages.analyze import AnalysisSettings, score_clip
 from curation.stages.runner import Rows, StageResult, run_items
 
@@ -57,6 +57,24 @@ class _ShotBuilder:
         self.start = 0
         self.frames: list[np.ndarray] = []
         self.indices: list[int] = []
+        self.times: dict[int, tuple[float, float | None]] = {}  # index -> (time_s, duration_s), open shot on
+        self.rotation = 0
+
+    def stamp(self, frame: Any) -> None:
+        """Record a decoded frame's presentation time (as soon as it is decoded, before the detector's delay)."""
+        self.times[frame.index] = (frame.time_s, frame.duration_s)
+        self.rotation = frame.rotation
+
+    def span_s(self, start: int, end: int) -> tuple[float, float]:
+        """Seconds of ``[start, end)``: the first frame's time, and the time of frame ``end`` or, past the last
+        decoded frame, the last frame's time plus its duration (else the previous gap, else one nominal frame)."""
+        if end in self.times:
+            return self.times[start][0], self.times[end][0]
+        last_t, last_d = self.times[end - 1]
+        if last_d is None:
+            prev = self.times.get(end - 2)
+            last_d = last_t - prev[0] if prev is not None and last_t > prev[0] else 1.0 / self.fps
+        return self.times[start][0], last_t + last_d
 
     def add(self, index: int, frame: Any) -> None:
         if is_sampled(index, self.fps, self.settings.analysis.sample_fps, self.start):
@@ -71,21 +89,23 @@ class _ShotBuilder:
             self._emit(self.start, end, frames, indices)
         self.frames = [f for f, ix in zip(self.frames, self.indices) if ix >= end]
         self.indices = [ix for ix in self.indices if ix >= end]
+        self.times = {ix: t for ix, t in self.times.items() if ix >= end - 2}  # end - 2: the fallback gap
         self.start = end
 
     def _emit(self, start: int, end: int, frames: list[np.ndarray], indices: list[int]) -> None:
         v, cfg = self.video, self.settings.shots
         clip_id = clip_id_for(v["video_id"], start, end)
         jpegs, kf_idx = _keyframes(frames, indices, cfg.keyframes, cfg.jpeg_quality)
+        start_s, end_s = self.span_s(start, end)
         self.rows["clips"].append({
             "clip_id": clip_id, "video_id": v["video_id"], "uri": v["uri"], "media_type": "video",
-            "start_frame": start, "end_frame": end, "fps": self.fps, "width": v["width"], "height": v["height"],
-            "duration_s": (end - start) / self.fps, "keyframes": jpegs, "keyframe_indices": kf_idx,
-            "status": STATUS_OK,
+            "start_frame": start, "end_frame": end, "start_s": start_s, "end_s": end_s, "rotation": self.rotation,
+            "fps": self.fps, "width": v["width"], "height": v["height"], "duration_s": end_s - start_s,
+            "keyframes": jpegs, "keyframe_indices": kf_idx, "status": STATUS_OK,
         })
         clip = ClipFrames(clip_id, "video", self.fps, min(self.settings.analysis.sample_fps, self.fps),
                           int(v["width"]), int(v["height"]), np.stack(frames), np.asarray(indices, np.int64),
-                          start, end)
+                          start, end, start_s, end_s)
         for table, rows in score_clip(clip, self.settings.analysis).items():
             self.rows.setdefault(table, []).extend(rows)
 
@@ -126,6 +146,7 @@ def split_video(video: dict[str, Any], settings: ShotSettings) -> Rows:
     last = -1
     try:
         for frame in decode_video(video["uri"], threads=cfg.decode_threads):
+            builder.stamp(frame)
             tiny = frame.bgr(cfg.detect_width, fast=True)
             found = detector.process_frame(FrameTimecode(frame.index, fps), tiny)
             cuts.extend(int(c.frame_num) for c in found if int(c.frame_num) > builder.start)
@@ -161,7 +182,8 @@ def _image_clip(video: dict[str, Any], settings: ShotSettings) -> Rows:
     clip_id = clip_id_for(video["video_id"], 0, 1)
     rows: Rows = {"clips": [{
         "clip_id": clip_id, "video_id": video["video_id"], "uri": video["uri"], "media_type": "image",
-        "start_frame": 0, "end_frame": 1, "fps": 0.0, "width": video["width"], "height": video["height"],
+        "start_frame": 0, "end_frame": 1, "start_s": 0.0, "end_s": 0.0, "rotation": image_header(video["uri"])[2],
+        "fps": 0.0, "width": video["width"], "height": video["height"],
         "duration_s": 0.0, "keyframes": [encode_jpeg(image, settings.shots.jpeg_quality)], "keyframe_indices": [0],
         "status": STATUS_OK,
     }]}
