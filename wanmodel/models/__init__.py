@@ -1,9 +1,12 @@
 """Model core of Wan 2.1: imports only torch (+ einops, safetensors), so it runs on a bare GPU box.
 
-``vae``: the Wan-VAE (3D causal video autoencoder, 4x8x8 compression to 16 channels) with chunked inference.
-``vae_adapters``: Wan-VAE checkpoint layouts (ours = official release, diffusers) and ``save_vae``/``load_vae``.
+``vae``: the Wan-VAE (3D causal video autoencoder, 4x8x8 compression to 16 channels) with chunked inference;
+its config, frame rule and latent statistics in ``vae_config``.
 ``dit``: the Wan DiT (t2v and i2v) with 3D RoPE (``rope``) and one attention entry point (``attention``).
-``dit_adapters``: Wan DiT checkpoint layouts (ours = official release, diffusers) and ``save_dit``/``load_dit``.
+``checkpoint``: what every checkpoint needs: safetensors I/O, shards with an index json, the JSON config beside
+the weights, key errors, meta-device loading one tensor at a time.
+``vae_adapters`` / ``dit_adapters``: each model's key table (ours = official release <-> diffusers), its config
+formats and ``save_vae``/``load_vae``, ``save_dit``/``load_dit``, built on ``checkpoint``.
 """
 from .attention import attention
 from .dit import DIT_CONFIGS, DiTConfig, WanDiT

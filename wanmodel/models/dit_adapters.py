@@ -24,17 +24,29 @@ ours ``model.safetensors`` (config ``_class_name: WanDiT``), official and diffus
 """
 from __future__ import annotations
 
-import json
 import re
+import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from .checkpoint import (
+    UnknownKeyError,
+    check_state_dict,
+    cpu_state_dict,
+    first_keys,
+    load_weights,
+    read_config,
+    read_state_dict,
+    rename_keys,
+    require_weight_files,
+    write_config,
+    write_weights,
+)
 from .dit import FP32_PARAMETERS, DiTConfig, WanDiT
-from .state_dict_check import check_state_dict, first_keys
 
 __all__ = [
     "DIFFUSERS_CLASS",
@@ -60,7 +72,6 @@ __all__ = [
 OUR_CLASS = "WanDiT"
 OFFICIAL_CLASS = "WanModel"
 DIFFUSERS_CLASS = "WanTransformer3DModel"
-CONFIG_FILE = "config.json"
 WEIGHTS_STEM = {"ours": "model", "official": "diffusion_pytorch_model", "diffusers": "diffusion_pytorch_model"}
 LAYOUTS = tuple(WEIGHTS_STEM)
 COMFY_PREFIX = "model.diffusion_model."
@@ -96,10 +107,6 @@ _BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(.+)")
 _DIFFUSERS_IGNORED = re.compile(r"blocks\.\d+\.attn2\.norm_added_q\..+")
 
 
-class UnknownKeyError(KeyError):
-    pass
-
-
 def _rename(name: str, pairs: Iterable[tuple[str, str]], key: str) -> str:
     for old, new in pairs:
         if name == old or (old.endswith(".") and name.startswith(old)):
@@ -116,18 +123,10 @@ def _convert_key(key: str, to_diffusers: bool) -> str:
 
 
 def _convert(state_dict: Mapping[str, torch.Tensor], to_diffusers: bool) -> dict[str, torch.Tensor]:
-    converted, unknown = {}, []
-    for key, value in state_dict.items():
-        if not to_diffusers and _DIFFUSERS_IGNORED.fullmatch(key):
-            continue
-        try:
-            converted[_convert_key(key, to_diffusers)] = value
-        except UnknownKeyError:
-            unknown.append(key)
-    if unknown:
-        source = "our/official" if to_diffusers else "diffusers"
-        raise ValueError(f"{len(unknown)} key(s) not in the {source} Wan DiT layout: {first_keys(unknown)}")
-    return converted
+    if not to_diffusers:
+        state_dict = {key: value for key, value in state_dict.items() if not _DIFFUSERS_IGNORED.fullmatch(key)}
+    source = "our/official" if to_diffusers else "diffusers"
+    return rename_keys(state_dict, lambda key: _convert_key(key, to_diffusers), f"{source} Wan DiT")
 
 
 def to_diffusers_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -229,7 +228,8 @@ def config_from_diffusers(data: Mapping[str, Any]) -> DiTConfig:
 
 def infer_config(state_dict: Mapping[str, torch.Tensor], *, num_heads: int | None = None) -> DiTConfig:
     """Read a DiTConfig off an official/our-layout state dict. Head count is not stored in the weights: it is
-    ``num_heads`` if given, else dim // 128 (every released Wan 2.1 model has head dim 128)."""
+    ``num_heads`` if given, else guessed as dim // 128 (every released Wan 2.1 model has head dim 128) with a
+    warning."""
     try:
         patch = state_dict["patch_embedding.weight"]
         text = state_dict["text_embedding.0.weight"]
@@ -239,10 +239,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, num_heads: int | Non
     except KeyError as missing:
         raise ValueError(f"cannot infer the DiT config: key {missing} is missing") from None
     dim = patch.shape[0]
-    if num_heads is None:
-        if dim % 128:
-            raise ValueError(f"cannot infer num_heads for dim {dim} (not a multiple of 128); pass a config")
-        num_heads = dim // 128
+    num_heads = num_heads if num_heads is not None else _guess_num_heads(dim)
     patch_size = tuple(patch.shape[2:])
     layers = {int(m.group(1)) for key in state_dict if (m := _BLOCK_KEY.fullmatch(key))}
     i2v = "img_emb.proj.1.weight" in state_dict
@@ -254,45 +251,17 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, num_heads: int | Non
         cross_attn_norm="blocks.0.norm3.weight" in state_dict, **extra)
 
 
+def _guess_num_heads(dim: int) -> int:
+    """dim // 128 (every released Wan 2.1 model has head dim 128), with a warning: the weights do not say."""
+    if dim % 128:
+        raise ValueError(f"cannot infer num_heads for dim {dim} (not a multiple of 128); pass a config")
+    warnings.warn(f"the DiT head count is not stored in the weights: guessed num_heads = {dim // 128} for dim {dim} "
+                  f"(head dim 128, as in every Wan 2.1 release); pass a config if this model differs",
+                  UserWarning, stacklevel=3)
+    return dim // 128
+
+
 # -------------------------------------------------------------------------------------------- files
-def _weight_files(directory: Path, stem: str) -> list[Path] | None:
-    """The safetensors files of ``stem`` in ``directory``: one file, or the shards its index json names."""
-    single = directory / f"{stem}.safetensors"
-    index = directory / f"{stem}.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise ValueError(f"{index} has no weight_map")
-        files = [directory / name for name in dict.fromkeys(weight_map.values())]
-        missing = [str(file) for file in files if not file.is_file()]
-        if missing:
-            raise FileNotFoundError(f"{index} names shard(s) that do not exist: {first_keys(missing)}")
-        return files
-    return [single] if single.is_file() else None
-
-
-def read_state_dict(files: Iterable[Path], *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Tensors of one or more safetensors files (``.pth``/``.pt``/``.bin``: a torch state dict) as one dict."""
-    state_dict: dict[str, torch.Tensor] = {}
-    for file in files:
-        file = Path(file)
-        if not file.is_file():
-            raise FileNotFoundError(f"no DiT weights at {file}")
-        if file.suffix == ".safetensors":
-            part = load_file(str(file), device=str(device))
-        else:
-            part = torch.load(file, map_location=device, weights_only=True)
-            if isinstance(part, dict) and isinstance(part.get("state_dict"), dict):
-                part = part["state_dict"]
-            if not isinstance(part, dict):
-                raise TypeError(f"{file} does not hold a state dict (got {type(part).__name__})")
-        duplicated = sorted(set(part) & set(state_dict))
-        if duplicated:
-            raise ValueError(f"key(s) in more than one shard ({file}): {first_keys(duplicated)}")
-        state_dict.update(part)
-    return state_dict
-
-
 def _layout_of_config(data: Mapping[str, Any], path: Path) -> str:
     name = data.get("_class_name")
     if name == OUR_CLASS:
@@ -313,6 +282,37 @@ def _config_for(layout: str, data: dict[str, Any]) -> DiTConfig:
     return config_from_official(data)
 
 
+def _with_weights_text_dim(config: DiTConfig, stored: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]
+                           ) -> DiTConfig:
+    """A folder config without ``text_dim`` (the official release configs leave it out): read it off the text
+    embedding's weight instead of assuming umT5's 4096."""
+    weight = state_dict.get("text_embedding.0.weight")
+    if "text_dim" in stored or weight is None:
+        return config
+    return replace(config, text_dim=weight.shape[1])
+
+
+def _read_folder(path: Path) -> tuple[dict[str, torch.Tensor], DiTConfig]:
+    """A checkpoint folder of any layout -> (state dict in our keys, the config it stores)."""
+    stored = read_config(path, "DiT")
+    layout = _layout_of_config(stored, path / "config.json")
+    config = _config_for(layout, stored)
+    # on the CPU: cast and moved to the target device a tensor at a time by load_weights
+    state_dict = _to_ours(read_state_dict(require_weight_files(path, WEIGHTS_STEM[layout], "DiT"), what="DiT"),
+                          layout)
+    return state_dict, _with_weights_text_dim(config, stored, state_dict)
+
+
+def _read_file(path: Path) -> dict[str, torch.Tensor]:
+    """A bare state-dict file in the official or diffusers layout -> state dict in our keys."""
+    state_dict = read_state_dict([path], what="DiT")
+    return _to_ours(state_dict, detect_layout(state_dict))
+
+
+def _to_ours(state_dict: Mapping[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
+    return from_diffusers_state_dict(state_dict) if layout == "diffusers" else from_official_state_dict(state_dict)
+
+
 # -------------------------------------------------------------------------------------------- save / load
 def save_dit(model: WanDiT, directory: str | Path, layout: str = "ours",
              max_shard_bytes: int | None = None) -> Path:
@@ -324,40 +324,16 @@ def save_dit(model: WanDiT, directory: str | Path, layout: str = "ours",
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state_dict = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    state_dict = cpu_state_dict(model)
     if layout == "diffusers":
         state_dict, config = to_diffusers_state_dict(state_dict), config_to_diffusers(model.config)
     elif layout == "official":
         state_dict, config = to_official_state_dict(state_dict), config_to_official(model.config)
     else:
         config = {"_class_name": OUR_CLASS, **model.config.to_dict()}
-    _write_weights(state_dict, directory, WEIGHTS_STEM[layout], max_shard_bytes)
-    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    write_weights(state_dict, directory, WEIGHTS_STEM[layout], max_shard_bytes)
+    write_config(directory, config)
     return directory
-
-
-def _write_weights(state_dict: dict[str, torch.Tensor], directory: Path, stem: str,
-                   max_shard_bytes: int | None) -> None:
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for key, value in state_dict.items():
-        nbytes = value.numel() * value.element_size()
-        if max_shard_bytes is not None and shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][key] = value
-        size += nbytes
-    if len(shards) == 1:
-        save_file(shards[0], directory / f"{stem}.safetensors", metadata={"format": "pt"})
-        return
-    weight_map = {}
-    for number, shard in enumerate(shards, start=1):
-        name = f"{stem}-{number:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, directory / name, metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(shard, name))
-    total = sum(value.numel() * value.element_size() for value in state_dict.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (directory / f"{stem}.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 def load_dit(path: str | Path, config: DiTConfig | str | None = None, device: str | torch.device = "cpu",
@@ -369,51 +345,22 @@ def load_dit(path: str | Path, config: DiTConfig | str | None = None, device: st
     - a diffusers ``WanTransformer3DModel`` folder (sharded with ``diffusion_pytorch_model.safetensors.index.json``
       or one file);
     - a single state-dict file (``.safetensors``/``.pth``/``.pt``/``.bin``) in the official or diffusers layout,
-      with ``config`` given or read off the weights (``infer_config``).
+      with ``config`` given or read off the weights (``infer_config``; the head count is then a guess, with a
+      warning).
 
-    The model is built on the meta device and takes the checkpoint tensors (cast to ``dtype``; ``dtype=None``
-    keeps the stored dtypes), so no memory is spent on a throw-away init. A bf16/fp16 ``dtype`` keeps the time
-    MLP and modulation in float32 (``WanDiT.set_dtype``). Missing or unexpected keys and shape mismatches raise
-    ValueError naming the first few.
+    A folder config without ``text_dim`` (as released) takes it from the weights. The model is built on the meta
+    device and takes the checkpoint tensors one at a time (``checkpoint.load_weights``; cast to ``dtype``,
+    ``dtype=None`` keeps the stored dtypes), so no memory is spent on a throw-away init. A bf16/fp16 ``dtype`` keeps
+    the time MLP and modulation in float32 (``WanDiT.set_dtype``). Missing or unexpected keys and shape mismatches
+    raise ValueError naming the first few.
     """
     path = Path(path)
     if isinstance(config, str):
         config = DiTConfig.named(config)
-    if path.is_dir():
-        config_path = path / CONFIG_FILE
-        if not config_path.is_file():
-            raise FileNotFoundError(f"no DiT config at {config_path} (expected {CONFIG_FILE} in the checkpoint "
-                                    f"folder)")
-        stored = json.loads(config_path.read_text())
-        layout = _layout_of_config(stored, config_path)
-        config = config or _config_for(layout, stored)
-        files = _weight_files(path, WEIGHTS_STEM[layout])
-        if files is None:
-            stem = WEIGHTS_STEM[layout]
-            raise FileNotFoundError(f"no DiT weights in {path}: expected {stem}.safetensors or "
-                                    f"{stem}.safetensors.index.json")
-        state_dict = read_state_dict(files)  # on the CPU: cast and moved to `device` a tensor at a time below
-    else:
-        state_dict = read_state_dict([path])
-        layout = detect_layout(state_dict)
-    state_dict = from_diffusers_state_dict(state_dict) if layout == "diffusers" else (
-        from_official_state_dict(state_dict))
-    config = config or infer_config(state_dict)
+    state_dict, stored_config = _read_folder(path) if path.is_dir() else (_read_file(path), None)
+    config = config or stored_config or infer_config(state_dict)
     model = WanDiT.from_config(config, device="meta", attention_backend=attention_backend)
-    check_keys(model, state_dict)
-    # One tensor at a time: a 14B fp32 release loaded as bf16 on an 80 GB GPU never holds both copies there.
-    for key in list(state_dict):
-        value = state_dict.pop(key)
-        if dtype is not None and value.is_floating_point():
-            value = value.to(_dtype_for(key, dtype))
-        state_dict[key] = value.to(device)
-        del value
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    return model.to(device).eval()
-
-
-def _dtype_for(key: str, dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if any(part in key for part in FP32_PARAMETERS) else dtype
+    return load_weights(model, state_dict, what="Wan DiT", device=device, dtype=dtype, keep_fp32=FP32_PARAMETERS)
 
 
 def check_keys(model: WanDiT, state_dict: Mapping[str, torch.Tensor]) -> None:
