@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from captioner.batch import load_caption_config, run_caption_job
     from curation.config import ConfigError
+    from curation.ray_runtime import RayClusterUnreachable, check_lake_location
 
     overrides: dict[str, object] = {}
     overrides.update(parse_set_overrides(parser, args.set))
@@ -32,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides["model"] = args.model
     try:
         cfg = load_caption_config(args.config, overrides)
+        check_lake_location(cfg.lake, cfg.ray.address)
         summary = run_caption_job(cfg)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, RayClusterUnreachable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary.text())

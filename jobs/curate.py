@@ -11,6 +11,7 @@ import sys
 
 from curation.config import ConfigError, load_config
 from curation.pipeline import run_curation
+from curation.ray_runtime import RayClusterUnreachable, check_lake_location
 from jobs.overrides import parse_set_overrides
 
 
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides.update(parse_set_overrides(parser, args.set))
     try:
         cfg = load_config(args.config, overrides)
+        check_lake_location(cfg.lake, cfg.ray.address)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = run_curation(cfg)
-    except (ConfigError, WeightsNotFoundError) as e:  # model settings and weight files, checked before any work
+    except (ConfigError, WeightsNotFoundError, RayClusterUnreachable) as e:  # checked before any work
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary.text())

@@ -23,16 +23,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from pydantic import ValidationError
 
+    from curation.ray_runtime import RayClusterUnreachable, check_lake_location
     from wanmodel.pipelines.batch import load_sample_config, run_sampling
 
     overrides: dict[str, object] = {"lake": args.lake} if args.lake else {}
     overrides.update(parse_set_overrides(parser, args.set))
     try:
         cfg = load_sample_config(args.config, overrides)
+        check_lake_location(cfg.lake, None)
     except (ValidationError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    summary = run_sampling(cfg, backend="local" if args.local else "ray")
+    try:
+        summary = run_sampling(cfg, backend="local" if args.local else "ray")
+    except RayClusterUnreachable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(summary.text())
     return 0
 
