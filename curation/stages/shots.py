@@ -160,7 +160,9 @@ def split_video(video: dict[str, Any], settings: ShotSettings) -> Rows:
         while waiting:
             assign(waiting.popleft())
         builder.close(last + 1)
-        builder.rows["clips"].append(_error_clip(video, f"{e}", start=last + 1))
+        listed = int(video.get("num_frames") or 0)
+        note = f" (the header lists {listed} frames)" if listed > last + 1 else ""
+        builder.rows["clips"].append(_error_clip(video, f"{e}{note}", start=last + 1))
         return builder.rows
     while waiting:
         assign(waiting.popleft())
