@@ -4,8 +4,8 @@ Pipeline (Ray Data): the driver lists the curated clips (``keep = true``) that h
 groups them by source file; ``FrameSampler`` actors (CPUs) decode each file once and keep each clip's frames
 (an image clip: its keyframe, or the source file; a video clip: frames sampled at the model's 3 fps, at most 129,
 by ``CaptionProcessor``'s own rule); ``ClipCaptioner`` actors (GPUs, or CPUs) hold the engine (vLLM, or the
-transformers reference) and caption ``batch_size`` clips per call; the driver commits ``captions`` rows through
-``KeyedWriter`` every ``commit_every`` rows, so a run killed at any point re-runs only the missing clips and never
+transformers reference) and caption ``batch_size`` clips per call; the lake driver (``curation.lake.driver``) commits
+``captions`` rows every ``commit_every`` rows, so a run killed at any point re-runs only the missing clips and never
 writes a clip twice. Instructions come from ``captioner.templates``: the image or video template, or the
 OCR-prior template with the clip's recognised text when ``stages/ocr`` holds some (section 3.1's visual-text
 branch). A clip that fails to decode or that the captioner rejects gets a row with ``status="error"`` and the
@@ -15,10 +15,7 @@ message; the run goes on. A progress bar counts committed clips; the run ends wi
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,9 +27,9 @@ import pyarrow as pa
 from pydantic import Field
 
 from curation.config import RayConfig
-from curation.jobconfig import Strict, config_hash
+from curation.jobconfig import Strict
 from curation.lake.schemas import STATUS_ERROR, STATUS_OK, schema_for
-from curation.lake.tables import KeyedWriter, Lake, conform
+from curation.lake.tables import Lake
 
 log = logging.getLogger(__name__)
 
@@ -387,65 +384,41 @@ def run_caption_job(cfg: CaptionJobConfig, progress: bool = True) -> CaptionSumm
     from tqdm import tqdm
 
     from captioner.model import load_config
+    from curation.lake.driver import LakeJob
+    from curation.stages.registry import MissingInputError
 
-    t0 = time.perf_counter()
-    started = dt.datetime.now(dt.UTC)
     model_config = load_config(cfg.model)  # a missing model folder fails here, before any work
     lake = Lake(cfg.lake)
     if not lake.exists("curated"):
-        raise FileNotFoundError(f"no curated table in {lake.root}: run the curation (select) first")
+        raise MissingInputError(f"the caption job reads the table 'curated', which is not in the lake {lake.root}: "
+                                "run the curation's 'select' stage first")
     if cfg.retry_errors and lake.exists("captions"):
         lake.dataset("captions").delete(f"status = '{STATUS_ERROR}'")
-    writer = KeyedWriter(lake, "captions")
-    items, count, version = pending_work(lake, cfg, writer.keys)
-    summary = CaptionSummary(pending=count)
+    bar = tqdm(desc="captioned", unit="clip", disable=not progress)
+    tokens = [0]
+
+    def count_tokens(_: str, rows: pa.Table) -> None:
+        tokens[0] += sum(int(t or 0) for t in rows.column("num_visual_tokens").to_pylist())
+
+    job = LakeJob(lake, STAGE, ["captions"], commit_every=cfg.commit_every,
+                  progress=lambda n: bar.update(n - bar.n), on_rows=count_tokens)
+    items, count, version = pending_work(lake, cfg, job.done())
+    bar.total = count
     if items:
         sampler = SamplerSettings(lake.uri("clips"), version, lake.storage_options, cfg.image_source,
                                   cfg.video_max_side, model_config.sample_fps, model_config.max_frames)
         captioner = CaptionerSettings(cfg.model, cfg.resolved_model_id(), cfg.backend, cfg.max_new_tokens,
                                       cfg.engine.model_dump(), cfg.caption.num_gpus > 0)
         log.info("caption: %d clips in %d files (%s backend, %s)", count, len(items), cfg.backend, cfg.execution)
-        bar = tqdm(total=count, desc="captioned", unit="clip", disable=not progress)
-        pending: list[pa.Table] = []
-        n_pending = 0
-
-        def commit() -> None:
-            nonlocal pending, n_pending
-            if pending:
-                rows = pa.concat_tables([conform(p, writer.schema) for p in pending])
-                summary.written += writer.append(rows)
-                _tally(summary, rows)
-                pending, n_pending = [], 0
-
-        for batch in _batches(items, cfg, sampler, captioner):
-            pending.append(batch)
-            n_pending += batch.num_rows
-            bar.update(batch.num_rows)
-            if n_pending >= cfg.commit_every:
-                commit()
-        commit()
-        bar.close()
-    summary.wall_s = time.perf_counter() - t0
-    _record_run(lake, cfg, summary, version, started)
-    return summary
+        job.consume(_batches(items, cfg, sampler, captioner))
+    bar.close()
+    res = job.finish(count, config=cfg, inputs={"clips": version, "curated": lake.version("curated")},
+                     counts={"kept": job.result.status.get("captions", {}).get(STATUS_OK, 0)})
+    return _summary(res, tokens[0], job.errors)
 
 
-def _tally(summary: CaptionSummary, rows: pa.Table) -> None:
-    for status, err, tokens in zip(*(rows.column(c).to_pylist() for c in ("status", "error", "num_visual_tokens"))):
-        if status == STATUS_OK:
-            summary.ok += 1
-            summary.visual_tokens += int(tokens or 0)
-        else:
-            summary.failed += 1
-            if len(summary.errors) < 5:
-                summary.errors.append(str(err))
-
-
-def _record_run(lake: Lake, cfg: CaptionJobConfig, summary: CaptionSummary, clips_version: int | None,
-                started: dt.datetime) -> None:
-    KeyedWriter(lake, "runs").append([{
-        "run_id": uuid.uuid4().hex, "stage": STAGE, "config_hash": config_hash(cfg),
-        "input_versions": json.dumps({"clips": clips_version, "curated": lake.version("curated")}),
-        "count_in": summary.pending, "count_ok": summary.ok, "count_kept": summary.ok, "count_rejected": 0,
-        "count_failed": summary.failed, "wall_s": summary.wall_s, "started_at": started,
-    }])
+def _summary(res: Any, visual_tokens: int, errors: list[str]) -> CaptionSummary:
+    counts = res.counts
+    return CaptionSummary(pending=res.count_in, written=res.written.get("captions", 0), ok=counts["ok"],
+                          failed=counts["failed"], visual_tokens=visual_tokens, wall_s=res.wall_s,
+                          errors=[e.removeprefix("captions: ") for e in errors])

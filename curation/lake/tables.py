@@ -21,6 +21,16 @@ def _is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+class LakeAccessError(OSError):
+    """A lake table exists or may exist but cannot be read (store unreachable, credentials refused)."""
+
+
+def _not_found(error: Exception) -> bool:
+    """Whether Lance's error says the dataset does not exist (as opposed to the store failing)."""
+    text = str(error)
+    return "was not found" in text or isinstance(error, FileNotFoundError)
+
+
 def _strip_file_scheme(uri: str) -> str:
     return uri[len("file://") :] if uri.startswith("file://") else uri
 
@@ -52,8 +62,11 @@ class Lake:
             return None
         try:
             return lance.dataset(uri, storage_options=self.storage_options)
-        except (ValueError, FileNotFoundError, OSError):
-            return None
+        except (ValueError, FileNotFoundError, OSError) as error:
+            if _is_local(uri) or _not_found(error):
+                return None
+            # An unreachable store or refused credentials must not look like an empty lake (a silent empty run).
+            raise LakeAccessError(f"lake {self.root}: cannot read table {table!r}: {error}") from error
 
     def exists(self, table: str) -> bool:
         return self.dataset(table) is not None
@@ -91,10 +104,17 @@ class Lake:
         lance.write_dataset(rows, self.uri(table), schema=rows.schema, mode=mode,
                             storage_options=self.storage_options)
 
+    def create_empty(self, table: str, schema: pa.Schema | None = None) -> None:
+        """Create ``table`` with no rows (a job that ran over nothing), unless it exists."""
+        if not self.exists(table):
+            schema = schema if schema is not None else schema_for(table)
+            lance.write_dataset(schema.empty_table(), self.uri(table), schema=schema, mode="create",
+                                storage_options=self.storage_options)
+
     def tables(self) -> list[str]:
-        """Names of the tables present (local lakes only)."""
+        """Names of the tables present (``clips``, ``stages/blur``...), on disk or in an object store."""
         if not _is_local(self.root):
-            raise NotImplementedError("listing tables is only supported for local lakes")
+            return _remote_tables(self.root)
         found = []
         for dirpath, dirnames, _ in os.walk(self.root):
             for d in list(dirnames):
@@ -103,6 +123,19 @@ class Lake:
                     found.append(rel[: -len(".lance")])
                     dirnames.remove(d)
         return sorted(found)
+
+
+def _remote_tables(root: str, prefix: str = "") -> list[str]:
+    """Tables under an object-store lake: folders named ``*.lance``, found level by level (not object by object)."""
+    from curation.media.remote import list_dirs
+
+    found = []
+    for name in list_dirs(f"{root}/{prefix}".rstrip("/")):
+        if name.endswith(".lance"):
+            found.append(prefix + name[: -len(".lance")])
+        else:
+            found += _remote_tables(root, f"{prefix}{name}/")
+    return sorted(found)
 
 
 def conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -87,7 +87,7 @@ def run_category(lake: Lake, cfg: CategoryConfig, clip: ClipModelConfig | None, 
                           make_model=functools.partial(CategoryModel, categories, styles), input_table=EMBED_TABLE,
                           input_columns=("clip_id", "embedding"), batch_size=cfg.batch_size,
                           concurrency=cfg.concurrency, num_gpus=cfg.num_gpus, num_cpus=cfg.num_cpus)
-    res = run_model_stage(lake, spec, backend=backend, commit_every=commit_every)
+    res = run_model_stage(lake, spec, backend=backend, commit_every=commit_every, record=False)
     st = res.status.get(spec.table, {})
     return {"in": res.count_in, "ok": st.get("ok", 0), "failed": st.get("error", 0),
             "total": lake.count(spec.table)}

@@ -128,7 +128,7 @@ def run_cluster(lake: Lake, cfg: ClusterConfig, *, backend: str = "ray", commit_
                           make_model=functools.partial(ClusterAssigner, cent), input_table=EMBED_TABLE,
                           input_columns=("clip_id", "embedding"), batch_size=cfg.batch_size,
                           concurrency=cfg.concurrency, num_gpus=cfg.num_gpus, num_cpus=cfg.num_cpus)
-    res = run_model_stage(lake, spec, backend=backend, commit_every=commit_every)
+    res = run_model_stage(lake, spec, backend=backend, commit_every=commit_every, record=False)
     st = res.status.get(spec.table, {})
     return {"in": res.count_in, "ok": st.get("ok", 0), "failed": st.get("error", 0), "refit": refit,
             "clusters": int(cent.shape[0]), "total": lake.count(spec.table)}

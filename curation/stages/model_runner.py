@@ -5,7 +5,7 @@ The model loads once per actor (a callable class: ``__init__`` builds it, ``__ca
 the pending rows (``ok`` input rows whose key is not yet in the output table, at one pinned input version) and
 sends only their positions; each actor reads its rows' columns (keyframe JPEGs, embeddings) from Lance itself.
 
-Every output row is one clip, so the driver commits whole rows through ``KeyedWriter`` every ``commit_every``
+Every output row is one clip, so the lake driver (``curation.lake.driver``) commits whole rows every ``commit_every``
 rows: a crash (kill -9 included) loses at most the uncommitted rows, and a re-run scores exactly the clips
 missing from the table. Bad input is data: a row that cannot be prepared (a corrupt JPEG) or scored (a NaN) is
 written with ``status="error"`` and its message, and the run goes on. ``backend="local"`` runs the same class
@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+from pydantic import BaseModel
 
+from curation.lake.driver import LakeJob, StageResult, error_message
 from curation.lake.schemas import STATUS_ERROR, STATUS_OK, stage_schema
-from curation.lake.tables import KeyedWriter, Lake, conform
-from curation.stages.runner import StageResult
+from curation.lake.tables import Lake
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +78,6 @@ def _non_finite(values: dict[str, Any]) -> str | None:
     return None
 
 
-def _message(e: BaseException) -> str:
-    log.debug("model stage row failed\n%s", traceback.format_exc())
-    return f"{type(e).__name__}: {e}"
-
-
 def score_rows(spec: ModelStageSpec, model: BatchModel, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Output rows (one per input row, in order): ``ok`` rows with the model's columns, ``error`` rows for
     input that could not be prepared or scored. A batch whose ``score`` raises is retried row by row, so one
@@ -95,7 +89,7 @@ def score_rows(spec: ModelStageSpec, model: BatchModel, rows: list[dict[str, Any
             prepared.append(model.prepare(row))
             where.append(i)
         except Exception as e:  # noqa: BLE001 - bad input is data
-            out[i] = _error_row(spec, row["clip_id"], _message(e))
+            out[i] = _error_row(spec, row["clip_id"], error_message(e))
     if prepared:
         try:
             results: list[dict[str, Any] | BaseException] = list(model.score(prepared))
@@ -111,7 +105,7 @@ def score_rows(spec: ModelStageSpec, model: BatchModel, rows: list[dict[str, Any
         for i, res in zip(where, results):
             cid = rows[i]["clip_id"]
             if isinstance(res, BaseException):
-                out[i] = _error_row(spec, cid, _message(res))
+                out[i] = _error_row(spec, cid, error_message(res))
             elif (bad := _non_finite(res)) is not None:
                 out[i] = _error_row(spec, cid, f"non-finite value in {bad}")
             else:
@@ -205,44 +199,19 @@ def _batches(spec: ModelStageSpec, lake: Lake, positions: list[int], version: in
     yield from ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2)
 
 
-@dataclass
-class ModelStageResult(StageResult):
-    """Counts of a model stage run (``written`` / ``status`` keyed by the stage table, as ``run_items`` does)."""
-
-    stale_dropped: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def run_model_stage(lake: Lake, spec: ModelStageSpec, *, backend: str = "ray",
-                    commit_every: int = 64) -> ModelStageResult:
-    """Score every pending input row with ``spec``'s model and commit the rows to ``stages/<name>``."""
-    t0 = time.perf_counter()
-    result = ModelStageResult(spec.name, stale_dropped=drop_stale_rows(lake, spec))
-    writer = KeyedWriter(lake, spec.table)
-    writer.schema = spec.schema()  # the embed table's width is only known from the model
-    positions, version = pending_positions(lake, spec, writer.keys)
-    result.count_in = len(positions)
+def run_model_stage(lake: Lake, spec: ModelStageSpec, *, backend: str = "ray", commit_every: int = 64,
+                    config: BaseModel | None = None, record: bool = True) -> StageResult:
+    """Score every pending input row with ``spec``'s model and commit the rows to ``stages/<name>`` through the
+    lake driver. ``record``: write the ``runs`` row (false when this is one step of a larger stage)."""
+    stale = drop_stale_rows(lake, spec)
+    job = LakeJob(lake, spec.name, [spec.table], commit_every=commit_every,
+                  schemas={spec.table: spec.schema()})  # the embed table's width is only known from the model
+    positions, version = pending_positions(lake, spec, job.done())
     if positions:
         log.info("%s: %d rows to score (%s, batch %d, %d actor(s))", spec.name, len(positions), backend,
                  spec.batch_size, spec.concurrency)
-        pending: list[pa.Table] = []
-        n_pending = done = 0
-
-        def commit() -> None:
-            nonlocal pending, n_pending
-            if pending:
-                n = writer.append(pa.concat_tables([conform(p, writer.schema) for p in pending]))
-                result.written[spec.table] = result.written.get(spec.table, 0) + n
-                pending, n_pending = [], 0
-
-        for batch in _batches(spec, lake, positions, version, backend):
-            pending.append(batch)
-            n_pending += batch.num_rows
-            done += batch.num_rows
-            if n_pending >= commit_every:
-                commit()
-                log.info("%s: %d/%d rows committed", spec.name, done, len(positions))
-        commit()
-    result.status = {spec.table: dict(writer.status_written)}
-    result.wall_s = time.perf_counter() - t0
+        job.consume(_batches(spec, lake, positions, version, backend))
+    result = job.finish(len(positions), config=config, inputs={spec.input_table: version}, record=record,
+                        counts={"total": lake.count(spec.table)})
+    result.extra["stale_dropped"] = stale
     return result

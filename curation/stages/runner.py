@@ -2,29 +2,25 @@
 
 Workers return rows for one or more tables (the shot pass writes ``clips`` and several ``stages/<name>``
 tables from one decode). Rows travel back as Arrow IPC inside a two-column Arrow batch (table name, IPC bytes),
-so nothing is pickled, and the driver commits them through ``KeyedWriter`` every ``commit_every`` items, in
-``commit_order``: a table listed last (``clips``) marks its item as done, so a crash between commits only
+so nothing is pickled, and the lake driver (``curation.lake.driver.LakeJob``) commits them every ``commit_every``
+items, in ``commit_order``: a table listed last (``clips``) marks its item as done, so a crash between commits only
 causes a redo whose rows the writers drop as already present.
 """
 from __future__ import annotations
 
 import functools
 import logging
-import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from pydantic import BaseModel
 
+from curation.lake.driver import LakeJob, Rows, StageResult, guarded
 from curation.lake.schemas import schema_for
-from curation.lake.tables import KeyedWriter, Lake, conform
+from curation.lake.tables import Lake
 
 log = logging.getLogger(__name__)
-
-Rows = dict[str, list[dict[str, Any]]]
-"""Output of one work item: table name -> rows."""
 
 WorkFn = Callable[[dict[str, Any]], Rows]
 ErrorFn = Callable[[dict[str, Any], str], Rows]
@@ -52,15 +48,6 @@ def _unpack(batch: pa.Table) -> Iterator[tuple[str, pa.Table | None]]:
         yield table, (pa.ipc.open_stream(blob).read_all() if blob else None)
 
 
-def _run_one(item: dict[str, Any], work: WorkFn, on_error: ErrorFn) -> Rows:
-    try:
-        return work(item)
-    except Exception as e:  # noqa: BLE001 - bad input is data: record it and go on
-        msg = f"{type(e).__name__}: {e}"
-        log.debug("work item failed: %s\n%s", msg, traceback.format_exc())
-        return on_error(item, msg)
-
-
 _ITEM_DONE = "__item_done__"
 _ITEM_MARK = pa.table({"table": pa.array([_ITEM_DONE]), "ipc": pa.array([b""], pa.binary())}, schema=_TRANSPORT)
 
@@ -68,20 +55,9 @@ _ITEM_MARK = pa.table({"table": pa.array([_ITEM_DONE]), "ipc": pa.array([b""], p
 def _work_batch(batch: pa.Table, work: WorkFn, on_error: ErrorFn) -> pa.Table:
     parts = []
     for item in batch.to_pylist():
-        parts.append(_pack(_run_one(item, work, on_error)))
+        parts.append(_pack(guarded(item, work, on_error)))
         parts.append(_ITEM_MARK)  # counts finished items on the driver
     return pa.concat_tables(parts) if parts else _TRANSPORT.empty_table()
-
-
-@dataclass
-class StageResult:
-    """Counts of one stage run, for the summary and the ``runs`` table."""
-
-    stage: str
-    count_in: int = 0
-    written: dict[str, int] = field(default_factory=dict)
-    status: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> {status: rows written}
-    wall_s: float = 0.0
 
 
 def run_items(
@@ -97,51 +73,27 @@ def run_items(
     commit_every: int = 16,
     concurrency: int | None = None,
     prepare: Callable[[str, pa.Table], pa.Table] | None = None,
+    config: BaseModel | None = None,
+    inputs: Sequence[str] = (),
+    record: bool = True,
 ) -> StageResult:
     """Apply ``work`` to every row of ``items`` (in Ray tasks, or in-process with ``backend="local"``) and
-    commit its rows to the tables of ``commit_order``; returns the counts."""
-    t0 = time.perf_counter()
-    result = StageResult(stage, count_in=items.num_rows)
-    writers = {t: KeyedWriter(lake, t) for t in commit_order}
-    pending: dict[str, list[pa.Table]] = {t: [] for t in commit_order}
-    done_items = 0
-    since_commit = 0
-
-    def commit() -> None:
-        for t in commit_order:
-            if pending[t]:
-                rows = pa.concat_tables([conform(p, writers[t].schema) for p in pending[t]])
-                if prepare is not None:  # driver-side decisions that need every committed row (exact dups)
-                    rows = prepare(t, rows)
-                n = writers[t].append(rows)
-                result.written[t] = result.written.get(t, 0) + n
-                pending[t] = []
-
+    commit its rows to the tables of ``commit_order`` through the lake driver; returns the counts. ``record``:
+    write the run's ``runs`` row (with ``config``'s hash and ``inputs``' versions)."""
+    job = LakeJob(lake, stage, commit_order, commit_every=commit_every, prepare=prepare)
     # Rows of an item whose done-marker has not arrived yet (Ray may split an output block between batches):
     # they wait here, so a commit never holds part of an item.
     partial: dict[str, list[pa.Table]] = {t: [] for t in commit_order}
     for batch in _iterate(items, work, on_error, backend, items_per_task, concurrency):
-        items_in_batch = 0
         for table, rows in _unpack(batch):
             if table == _ITEM_DONE:
-                items_in_batch += 1
-                for t in commit_order:
-                    pending[t] += partial[t]
-                    partial[t] = []
-                continue
-            if table not in partial or rows is None:
+                job.add(partial, items=1)
+                partial = {t: [] for t in commit_order}
+            elif table not in partial or rows is None:
                 raise RuntimeError(f"stage {stage} produced rows for {table!r}, not in {list(commit_order)}")
-            partial[table].append(rows)
-        done_items += items_in_batch
-        since_commit += items_in_batch
-        if since_commit >= commit_every:
-            commit()
-            since_commit = 0
-            log.info("%s: %d/%d items committed", stage, done_items, items.num_rows)
-    commit()
-    result.status = {t: dict(w.status_written) for t, w in writers.items()}
-    result.wall_s = time.perf_counter() - t0
-    return result
+            else:
+                partial[table].append(rows)
+    return job.finish(items.num_rows, config=config, inputs=inputs, record=record)
 
 
 def _iterate(items: pa.Table, work: WorkFn, on_error: ErrorFn, backend: str, items_per_task: int,

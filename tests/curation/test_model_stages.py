@@ -351,7 +351,7 @@ def test_interrupted_run_resumes_without_duplicates_or_recomputation(tmp_path):
     # Another stage version (new weights or settings) recomputes every row, still once each.
     res = run_model_stage(lake, ModelStageSpec("nsfw", "test-2", functools.partial(_CountingModel, None)),
                           backend="local")
-    assert res.stale_dropped == 10 and lake.count("stages/nsfw") == 10
+    assert res.extra["stale_dropped"] == 10 and lake.count("stages/nsfw") == 10
 
 
 def test_ray_actor_pool_gives_the_local_rows(embedded, models, local_ray, tmp_path):

@@ -4,8 +4,9 @@ Prompts come from the config (inline list), a text file (one per line), a JSONL 
 optional ``seed``, ``negative_prompt``, ``image``) or a Lance table (a column of prompts). Each prompt is sampled
 once per configured seed (or with its own seed). A sample's key is a hash of everything that determines it (task,
 prompt, negative prompt, seed, condition image, settings, model, rewriting), so a re-run skips what is already in
-``samples`` and a changed setting makes new rows instead of overwriting old ones. Rows are committed through
-``KeyedWriter`` every ``commit_every`` samples: a crash loses at most the uncommitted ones, never duplicates.
+``samples`` and a changed setting makes new rows instead of overwriting old ones. Rows are committed through the
+lake driver (``curation.lake.driver``) every ``commit_every`` samples: a crash loses at most the uncommitted ones,
+never duplicates.
 A bad input (invalid JSON line, empty prompt, unreadable image) becomes a ``status="error"`` row with the message.
 """
 from __future__ import annotations
@@ -17,7 +18,6 @@ import logging
 import os
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +26,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curation.lake.schemas import SAMPLES, STATUS_ERROR, STATUS_OK
-from curation.lake.tables import KeyedWriter, Lake
+from curation.lake.tables import Lake
 
 __all__ = ["ModelPaths", "SampleJobConfig", "SampleSummary", "Sampler", "build_pipeline", "load_sample_config",
            "pending_items", "run_sampling", "sample_items"]
@@ -352,47 +352,28 @@ class SampleSummary:
 
 
 def run_sampling(cfg: SampleJobConfig, *, backend: Literal["ray", "local"] = "ray") -> SampleSummary:
-    """Sample every pending item of ``cfg`` into ``<lake>/samples`` and record the run in ``runs``.
+    """Sample every pending item of ``cfg`` into ``<lake>/samples`` through the lake driver and record the run in
+    ``runs``.
 
     ``backend="ray"``: Ray Data ``map_batches`` over ``num_actors`` ``Sampler`` actors (``gpus_per_actor`` GPUs
     each) on the current Ray (the embedded local one when none is running); ``"local"``: in this process.
     """
-    started = dt.datetime.now(dt.UTC)
-    t0 = time.perf_counter()
+    from curation.lake.driver import LakeJob
+
     lake = Lake(cfg.lake)
-    writer = KeyedWriter(lake, "samples")
+    job = LakeJob(lake, f"sample/{cfg.task}", ["samples"], commit_every=cfg.commit_every)
     everything = sample_items(cfg, lake)
-    todo = pending_items(cfg, lake, writer.keys)
-    summary = SampleSummary(requested=len(everything), already_done=len(everything) - len(
-        [i for i in everything if i["sample_id"] not in writer.keys]), attempted=len(todo))
+    todo = pending_items(cfg, lake, job.done())
+    already = sum(item["sample_id"] in job.done() for item in everything)
     if cfg.models.random_tiny:  # build once here, so actors only load (they would race to write the folder)
         from wanmodel.pipelines.tiny import build_tiny_models
 
         build_tiny_models(_tiny_dir(cfg), "i2v" if cfg.task == "i2v" else "t2v", seed=cfg.models.tiny_seed)
-    pending: list[pa.Table] = []
-
-    def commit() -> None:
-        if pending:
-            summary.written += writer.append(pa.concat_tables(pending))
-            pending.clear()
-
-    for batch in _iterate(cfg, todo, backend):
-        pending.append(batch)
-        if sum(t.num_rows for t in pending) >= cfg.commit_every:
-            commit()
-            log.info("samples: %d/%d written", summary.written, len(todo))
-    commit()
-    summary.status = dict(writer.status_written)
-    summary.wall_s = time.perf_counter() - t0
-    KeyedWriter(lake, "runs").append([{
-        "run_id": uuid.uuid4().hex, "stage": f"sample/{cfg.task}",
-        "config_hash": hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16],
-        "input_versions": json.dumps(lake.versions(["samples"])), "count_in": summary.attempted,
-        "count_ok": summary.status.get(STATUS_OK, 0), "count_kept": summary.written,
-        "count_rejected": 0, "count_failed": summary.status.get(STATUS_ERROR, 0), "wall_s": summary.wall_s,
-        "started_at": started,
-    }])
-    return summary
+    job.consume(_iterate(cfg, todo, backend))
+    res = job.finish(len(todo), config=cfg, inputs=["samples"],
+                     counts={"kept": job.result.written.get("samples", 0)})
+    return SampleSummary(requested=len(everything), already_done=already, attempted=len(todo),
+                         written=res.written.get("samples", 0), status=res.status["samples"], wall_s=res.wall_s)
 
 
 def _iterate(cfg: SampleJobConfig, todo: list[dict[str, Any]], backend: str):
