@@ -110,13 +110,15 @@ def _finish(clip: dict[str, Any], frames: dict[str, list[np.ndarray]], indices: 
         raise MediaError(f"no frame decoded in [{clip['start_frame']}, {clip['end_frame']})")
     return ClipFrames(cid, "video", fps, min(settings.sample_fps, fps), int(video["width"]), int(video["height"]),
                       np.stack(got), np.asarray(indices.pop(cid), np.int64), int(clip["start_frame"]),
-                      int(clip["end_frame"]))
+                      int(clip["end_frame"]), clip.get("start_s"), clip.get("end_s"))
 
 
 def rescore_video(item: dict[str, Any], settings: AnalysisSettings) -> Rows:
     """Scorer rows for the listed clips of one file; a clip that fails becomes error rows, the others go on."""
-    clips = [{"clip_id": c, "start_frame": s, "end_frame": e}
-             for c, s, e in zip(item["clip_ids"], item["starts"], item["ends"])]
+    clips = [{"clip_id": c, "start_frame": s, "end_frame": e, "start_s": ts, "end_s": te}
+             for c, s, e, ts, te in zip(item["clip_ids"], item["starts"], item["ends"],
+                                        item.get("starts_s") or [None] * len(item["clip_ids"]),
+                                        item.get("ends_s") or [None] * len(item["clip_ids"]))]
     rows: Rows = {f"stages/{n}": [] for n in settings.scorers}
     done: set[str] = set()
     try:
@@ -164,7 +166,7 @@ def run_scorers(lake: Lake, settings: AnalysisSettings, **exec_kwargs: Any) -> S
     tables = [f"stages/{n}" for n in settings.scorers]
     drop_stale_rows(lake, settings)
     clips = lake.read("clips", columns=["clip_id", "uri", "media_type", "start_frame", "end_frame", "fps",
-                                        "width", "height"], filter="status = 'ok'")
+                                        "width", "height", "start_s", "end_s"], filter="status = 'ok'")
     have = [lake.keys(t) for t in tables]
     by_file: dict[str, dict[str, Any]] = {}
     for c in clips.to_pylist():
@@ -172,10 +174,12 @@ def run_scorers(lake: Lake, settings: AnalysisSettings, **exec_kwargs: Any) -> S
             continue
         item = by_file.setdefault(c["uri"], {"uri": c["uri"], "media_type": c["media_type"], "fps": c["fps"],
                                              "width": c["width"], "height": c["height"], "clip_ids": [],
-                                             "starts": [], "ends": []})
+                                             "starts": [], "ends": [], "starts_s": [], "ends_s": []})
         item["clip_ids"].append(c["clip_id"])
         item["starts"].append(c["start_frame"])
         item["ends"].append(c["end_frame"])
+        item["starts_s"].append(c["start_s"])  # lineage seconds: the duration the shot pass scored
+        item["ends_s"].append(c["end_s"])
     items = pa.Table.from_pylist(list(by_file.values())) if by_file else pa.table({"uri": pa.array([], pa.string())})
     return run_items("scorers", items, functools.partial(rescore_video, settings=settings),
                      functools.partial(_rescore_error, settings), lake, tables, **exec_kwargs)
