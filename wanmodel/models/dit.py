@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
@@ -176,7 +177,12 @@ class LayerNorm(nn.LayerNorm):
 
 # ---------------------------------------------------------------------------------------------- attention
 class SelfAttention(nn.Module):
-    """Self-attention over all video tokens: q/k RMSNorm across the whole dim, then 3D RoPE (float32)."""
+    """Self-attention over all video tokens: q/k RMSNorm across the whole dim, then 3D RoPE (float32).
+
+    ``attention_fn`` (default: ``attention``) is the one place the video tokens attend to each other: context
+    parallelism (``wanmodel.parallel``) swaps in its distributed attention here, from outside the model."""
+
+    attention_fn: Callable[..., torch.Tensor] | None = None
 
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6) -> None:
         super().__init__()
@@ -196,7 +202,7 @@ class SelfAttention(nn.Module):
         v = self._heads(self.v(x))
         q = apply_rope(self._heads(self.norm_q(self.q(x))), *rope).to(v.dtype)
         k = apply_rope(self._heads(self.norm_k(self.k(x))), *rope).to(v.dtype)
-        return self.o(attention(q, k, v, backend=backend).flatten(2))
+        return self.o((self.attention_fn or attention)(q, k, v, backend=backend).flatten(2))
 
 
 class CrossAttention(SelfAttention):

@@ -1,0 +1,9 @@
+"""Distributed code of the DiT, applied from outside the model (torchtitan's ``parallelize`` style).
+
+- ``mesh``: ``ParallelDims`` (data parallel, FSDP, Ulysses and Ring sizes, checked against the world size) and
+  ``ParallelMesh`` (one named ``DeviceMesh``).
+- ``context``: 2D context parallelism, Ulysses inside Ring, through the self-attention's one entry point.
+"""
+from wanmodel.parallel.mesh import ParallelConfigError, ParallelDims, ParallelMesh
+
+__all__ = ["ParallelConfigError", "ParallelDims", "ParallelMesh"]
