@@ -111,6 +111,65 @@ def test_context_parallel_equals_one_process(world: int, tmp_path: Path) -> None
             assert errors[worst] <= TOL, f"rank {rank}, {layout}: {worst} differs by {errors[worst]:.2e}"
 
 
+def _train_losses(model, batches, steps: int = 3) -> list[float]:
+    """AdamW steps of the flow-matching-like MSE on fixed batches; the loss of each step (before its update)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for step in range(steps):
+        x, t, context, target = batches(step)
+        loss = (model(x, t, context) - target).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    return losses
+
+
+def _global_batch(step: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(100 + step)
+    return (torch.randn(4, 16, 3, 8, 8, generator=g), torch.rand(4, generator=g) * 1000,
+            torch.randn(4, 7, 32, generator=g), torch.randn(4, 16, 3, 8, 8, generator=g))
+
+
+def _fsdp_worker(rank: int, world: int, port: int, out_dir: str, ulysses: int) -> None:
+    import torch.distributed as dist
+
+    from wanmodel.models.dit import WanDiT
+    from wanmodel.parallel.mesh import ParallelMesh
+    from wanmodel.parallel.parallelize import ParallelPlan, parallelize_dit
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    reference = WanDiT("tiny", attention_backend="sdpa")
+    torch.nn.init.normal_(reference.head.head.weight, std=0.02)  # a head that is not zero: every layer learns
+    model = WanDiT("tiny", attention_backend="sdpa")
+    model.load_state_dict(reference.state_dict())
+    expected = _train_losses(reference, _global_batch)
+    mesh = ParallelMesh(ParallelDims(world, ulysses=ulysses))
+    parallelize_dit(model, mesh, ParallelPlan(param_dtype=torch.float32))
+    shards, index = mesh.dims.data_parallel, mesh.rank("data")
+
+    def local(step: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t.chunk(shards)[index] for t in _global_batch(step))
+
+    losses = torch.tensor(_train_losses(model, local))
+    dist.all_reduce(losses)  # the global-batch loss is the mean of the data shards' losses (each rank counted once
+    losses /= world           # per CP group member: CP ranks of one shard hold the same loss)
+    Path(out_dir, f"{rank}.json").write_text(json.dumps({"expected": expected, "got": losses.tolist()}))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world,ulysses", [(2, 1), (4, 2)])
+def test_fsdp_and_context_parallel_train_like_one_process(world: int, ulysses: int, tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_fsdp_worker, args=(world, _free_port(), str(tmp_path), ulysses), nprocs=world, join=True)
+    result = json.loads((tmp_path / "0.json").read_text())
+    assert result["got"] == pytest.approx(result["expected"], abs=1e-4)
+    assert result["expected"][-1] < result["expected"][0]  # the steps did something
+
+
 def test_parallel_sizes_must_multiply_to_the_world_size() -> None:
     dims = ParallelDims(128, dp_replicate=4, fsdp=32, ulysses=8, ring=2)  # the report's Fig. 11
     assert (dims.cp, dims.dp_shard, dims.data_parallel) == (16, 2, 8)

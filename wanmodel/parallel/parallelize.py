@@ -1,0 +1,69 @@
+"""Apply the parallel layout of a ``ParallelMesh`` to a ``WanDiT`` from outside (torchtitan's ``parallelize``).
+
+Order matters and is fixed here: context parallelism (sequence sharding, distributed self-attention), then
+activation checkpointing per block, then FSDP2 ``fully_shard`` per block and on the root. Mixed precision is
+FSDP2's: parameters gathered in ``param_dtype`` (bf16 for training), gradients reduced in ``reduce_dtype``
+(float32), the sharded master weights and the optimizer state in float32. The model's float32 islands stay float32:
+the root unit (patch, text and time embeddings, time projection, head: small, and the time MLP is read directly by
+the model rather than called) gathers its parameters in float32; only the blocks run in ``param_dtype``, where each
+block's modulation is added to the float32 time embedding in float32.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from wanmodel.parallel.context import ContextParallel, apply_context_parallel
+from wanmodel.parallel.mesh import ParallelMesh
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """What to apply besides the mesh's sizes."""
+
+    activation_checkpointing: bool = True  # recompute each block in backward
+    offload_activations: bool = False  # keep the saved activations in CPU memory (``activation_offload``)
+    param_dtype: torch.dtype = torch.bfloat16
+    reduce_dtype: torch.dtype = torch.float32
+    reshard_after_forward: bool = True  # FSDP's ZeRO-3; False keeps gathered blocks for backward (ZeRO-2-like)
+
+
+def parallelize_dit(model: Any, mesh: ParallelMesh | None, plan: ParallelPlan = ParallelPlan()) -> Any:
+    """``model`` with context parallelism, activation checkpointing and FSDP2 applied as ``mesh`` and ``plan``
+    say (``mesh=None``: one process, checkpointing only). Returns the same module."""
+    if plan.activation_checkpointing:
+        model.gradient_checkpointing = True
+    if mesh is None:
+        return model
+    mesh.dims.check_model(model.config.num_heads)
+    if mesh.dims.cp > 1:
+        apply_context_parallel(model, ContextParallel.from_mesh(mesh))
+    _apply_fsdp(model, mesh.fsdp_mesh, plan)
+    return model
+
+
+def _apply_fsdp(model: Any, fsdp_mesh: Any, plan: ParallelPlan) -> None:
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mixed = MixedPrecisionPolicy(param_dtype=plan.param_dtype, reduce_dtype=plan.reduce_dtype)
+    fp32 = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
+    last = len(model.blocks) - 1
+    for i, block in enumerate(model.blocks):
+        # The last block's parameters are needed again at once by backward: do not free them after forward.
+        fully_shard(block, mesh=fsdp_mesh, mp_policy=mixed,
+                    reshard_after_forward=plan.reshard_after_forward and i < last)
+    fully_shard(model, mesh=fsdp_mesh, mp_policy=fp32, reshard_after_forward=False)
+
+
+@contextlib.contextmanager
+def activation_offload(enabled: bool) -> Iterator[None]:
+    """Keep tensors saved for backward in (pinned, where CUDA is present) CPU memory during the forward pass."""
+    if not enabled:
+        yield
+        return
+    with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
+        yield
