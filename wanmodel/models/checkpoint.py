@@ -42,6 +42,7 @@ __all__ = [
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_METADATA = {"format": "pt"}  # what diffusers and transformers write; their readers expect it
+TENSOR_ALIGNMENT = 64  # bytes; what torch's CPU allocator gives every tensor it allocates
 
 
 class UnknownKeyError(KeyError):
@@ -171,7 +172,7 @@ def read_config(directory: Path, what: str) -> dict[str, Any]:
         raise FileNotFoundError(f"no {what} config at {path} (expected {CONFIG_FILE} in the checkpoint folder)")
     data = json.loads(path.read_text())
     if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a JSON object")
+        raise TypeError(f"{path} does not hold a JSON object")
     return data
 
 
@@ -231,15 +232,20 @@ def load_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], *,
 
     Keys are checked first (``check_state_dict``). Then one tensor at a time is popped from ``state_dict``, cast
     to ``dtype`` when it is floating point (``None`` keeps the stored dtype; keys containing one of ``keep_fp32``
-    stay float32) and moved to ``device``, so a bf16 load of an fp32 checkpoint never holds two full copies on
-    the device. ``state_dict`` is consumed."""
+    stay float32), moved to ``device`` and copied to aligned memory if it is not, so a bf16 load of an fp32
+    checkpoint never holds two full copies on the device. ``state_dict`` is consumed."""
     check_state_dict(model, state_dict, what)
     keep_fp32 = tuple(keep_fp32)
     for key in list(state_dict):
         value = state_dict.pop(key)
         if dtype is not None and value.is_floating_point():
             value = value.to(torch.float32 if any(part in key for part in keep_fp32) else dtype)
-        state_dict[key] = value.to(device)
+        value = value.to(device)
+        if value.data_ptr() % TENSOR_ALIGNMENT:
+            # a view at an odd offset of the file's buffer: vectorised CPU kernels take another path on unaligned
+            # data and round differently, so the loaded model would not compute exactly what the saved one did
+            value = value.clone()
+        state_dict[key] = value
         del value
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.to(device).eval()
