@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 
 import av
@@ -24,8 +25,9 @@ _IMAGE_MAGIC = {
 
 
 # Images whose header claims more pixels than this are refused before any decoding (a decompression bomb: a few
-# bytes that expand to gigabytes). 2**28 is 16384 x 16384, far above any training resolution.
-MAX_IMAGE_PIXELS = 1 << 28
+# bytes that expand to gigabytes). 2**27 is about 11585 x 11585, far above any training resolution (Pillow itself
+# refuses headers over 2 x its MAX_IMAGE_PIXELS, about 179 M pixels, with its own message).
+MAX_IMAGE_PIXELS = 1 << 27
 
 # EXIF orientation -> degrees counter-clockwise that make the stored picture upright (mirrored ones as their turn).
 _EXIF_ROTATION = {1: 0, 2: 0, 3: 180, 4: 180, 5: 270, 6: 270, 7: 90, 8: 90}
@@ -113,13 +115,17 @@ def _probe_image(path: str, image_format: str, min_side: int) -> ProbeResult:
 def image_header(path: str) -> tuple[int, int, int]:
     """Stored width, height and EXIF rotation (degrees counter-clockwise) read from the header alone; a header
     claiming more than ``MAX_IMAGE_PIXELS`` pixels is a ``MediaError`` (decompression bomb), before decoding."""
-    from PIL import Image  # Pillow reads headers lazily; it comes with diffusers and torchvision
+    from PIL import Image, UnidentifiedImageError  # Pillow reads headers lazily (a dependency of diffusers)
 
     try:
-        with Image.open(path) as im:
-            (w, h), orientation = im.size, im.getexif().get(274, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below decides
+            with Image.open(path) as im:
+                (w, h), orientation = im.size, im.getexif().get(274, 1)
     except Image.DecompressionBombError as e:
         raise MediaError(f"decompression bomb: {e}") from e
+    except UnidentifiedImageError:
+        return 0, 0, 0  # a format Pillow does not know: OpenCV decides (and has its own pixel limit)
     except (OSError, SyntaxError, ValueError) as e:
         raise MediaError(f"image header does not parse: {e}") from e
     if w * h > MAX_IMAGE_PIXELS:

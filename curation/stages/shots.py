@@ -25,7 +25,7 @@ from curation.lake.schemas import STATUS_ERROR, STATUS_OK
 from curation.lake.tables import Lake
 from curation.media.decode import decode_video, encode_jpeg, image_analysis_frame, is_sampled
 from curation.media.frames import ClipFrames
-from curation.media.probe import MediaError, image_header, read_image
+from curation.media.probe import MediaError, read_image
 from curation.stages.analyze import AnalysisSettings, score_clip
 from curation.stages.runner import Rows, StageResult, run_items
 
@@ -184,7 +184,7 @@ def _image_clip(video: dict[str, Any], settings: ShotSettings) -> Rows:
     clip_id = clip_id_for(video["video_id"], 0, 1)
     rows: Rows = {"clips": [{
         "clip_id": clip_id, "video_id": video["video_id"], "uri": video["uri"], "media_type": "image",
-        "start_frame": 0, "end_frame": 1, "start_s": 0.0, "end_s": 0.0, "rotation": image_header(video["uri"])[2],
+        "start_frame": 0, "end_frame": 1, "start_s": 0.0, "end_s": 0.0, "rotation": video.get("rotation") or 0,
         "fps": 0.0, "width": video["width"], "height": video["height"],
         "duration_s": 0.0, "keyframes": [encode_jpeg(image, settings.shots.jpeg_quality)], "keyframe_indices": [0],
         "status": STATUS_OK,
@@ -207,7 +207,8 @@ def _on_error(item: dict[str, Any], message: str) -> Rows:
 def run_shots(lake: Lake, settings: ShotSettings, **exec_kwargs: Any) -> StageResult:
     """Split every ``ok`` video that has no clip row yet; scorer rows are written before the clip rows, so a
     video counts as done only once everything it produced is committed."""
-    videos = lake.read("videos", columns=["video_id", "uri", "media_type", "fps", "width", "height", "num_frames"],
+    videos = lake.read("videos", columns=["video_id", "uri", "media_type", "fps", "width", "height", "num_frames",
+                                          "rotation"],
                        filter="status = 'ok'")
     done = set(lake.read("clips", columns=["video_id"]).column("video_id").to_pylist())
     todo = [i for i, v in enumerate(videos.column("video_id").to_pylist()) if v not in done]

@@ -204,3 +204,13 @@ def test_ray_run_gives_the_same_rows_as_the_local_run(bad_lake, local_ray, tmp_p
     for table, cols in (("videos", ["uri", "video_id", "status", "width", "height", "rotation"]),
                         ("clips", ["clip_id", "status", "start_frame", "end_frame", "start_s", "end_s", "rotation"])):
         assert rows(on_ray, table, cols) == rows(lake, table, cols)
+
+
+@pytest.mark.parametrize("side, fragment", [(12000, "more than the limit of"), (40000, "exceeds limit")])
+def test_image_header_over_the_pixel_limit_is_refused_before_decoding(tmp_path, side, fragment):
+    from curation.media.probe import MediaError, probe
+    from curation.synth.bad_inputs import _write_png_bomb
+
+    _write_png_bomb(tmp_path / "big.png", side, side)  # 144 M pixels: ours refuses; 1.6 G: Pillow's own check
+    with pytest.raises(MediaError, match=f"decompression bomb.*{fragment}"):
+        probe(str(tmp_path / "big.png"))
