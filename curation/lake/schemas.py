@@ -93,12 +93,12 @@ STAGE_FIELDS: dict[str, list[pa.Field]] = {
         pa.field("moving_fraction", pa.float32()),
         pa.field("num_movers", pa.float32()),
         pa.field("shakiness", pa.float32()),
-        pa.field("motion_tier", pa.string()),
+        pa.field("smooth_step", pa.float32()),  # mean camera translation per sampled pair, widths
+        pa.field("num_pairs", pa.int32()),  # frame pairs analysed; 0: image or one frame (no tier)
         pa.field("flow_backend", pa.string()),
-    ],
+    ],  # statistics only: select derives the motion tier (select.motion_tiers)
     "watermark": [
-        pa.field("has_watermark", pa.bool_()),
-        pa.field("watermark_score", pa.float32()),
+        pa.field("watermark_score", pa.float32()),  # select flags a watermark at >= select.watermark_min_score
         pa.field("wm_x0", pa.int32()),
         pa.field("wm_y0", pa.int32()),
         pa.field("wm_x1", pa.int32()),
@@ -214,6 +214,7 @@ CURATED = pa.schema(
         pa.field("motion_tier", pa.string()),
         pa.field("keep", pa.bool_()),
         pa.field("reject_reasons", pa.list_(pa.string())),
+        pa.field("near_threshold", pa.list_(pa.string())),  # decisions near a threshold: "stage: stat value ~ thr"
         pa.field("scores_json", pa.string()),  # every joined score, for reports and later re-thresholding
         pa.field("cluster_id", pa.int32()),
         pa.field("quality", pa.float32()),
@@ -357,6 +358,52 @@ CAPTION_SFT = pa.schema(
 )
 TABLE_KEYS["caption_sft"] = "example_id"
 TABLE_SCHEMAS["caption_sft"] = CAPTION_SFT
+
+# DiT training caches (wanmodel encode job): training never runs the VAE or umT5.
+_TENSOR = [  # a tensor as bytes + shape + dtype ("float32" | "float16" | "bfloat16"), C-contiguous
+    pa.field("shape", pa.list_(pa.int32())),
+    pa.field("dtype", pa.string()),
+]
+LATENTS = pa.schema(
+    [
+        pa.field("latent_id", pa.string(), nullable=False),  # f"{clip_id}@{bucket}@{vae_id}"
+        pa.field("clip_id", pa.string()),
+        pa.field("bucket", pa.string()),  # bucket name from the curriculum YAML, e.g. "v192_16x9"
+        pa.field("media_type", pa.string()),  # "image" | "video"
+        pa.field("vae_id", pa.string()),  # identity of the VAE weights and settings that encoded it
+        pa.field("mean", pa.large_binary()),  # posterior mean, [C, F, H, W], not normalised
+        pa.field("logvar", pa.large_binary()),  # posterior log-variance, same shape and dtype
+        *_TENSOR,
+        pa.field("num_frames", pa.int32()),  # pixel frames encoded (1 for an image)
+        pa.field("height", pa.int32()),  # pixel size encoded (the bucket's)
+        pa.field("width", pa.int32()),
+        pa.field("fps", pa.float64()),  # frame rate of the encoded frames
+        pa.field("caption", pa.string()),
+        pa.field("text_key", pa.string()),  # key of the caption's row in text_embeddings
+        # lineage: the source, the clip's span in it, and the crop applied before resizing
+        pa.field("video_id", pa.string()),
+        pa.field("uri", pa.string()),
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field("start_frame", pa.int64()),
+        pa.field("end_frame", pa.int64()),
+        pa.field("crop", pa.list_(pa.int32())),  # x0, y0, x1, y1 in displayed source pixels
+        *_STATUS,
+        pa.field("encoded_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+TEXT_EMBEDDINGS = pa.schema(
+    [
+        pa.field("text_key", pa.string(), nullable=False),  # sha256(encoder_id + "\n" + text)[:32]
+        pa.field("text", pa.string()),
+        pa.field("encoder_id", pa.string()),
+        pa.field("embedding", pa.large_binary()),  # [tokens, dim], the encoder's output without padding
+        *_TENSOR,
+        *_STATUS,
+    ]
+)
+TABLE_KEYS.update({"latents": "latent_id", "text_embeddings": "text_key"})
+TABLE_SCHEMAS.update({"latents": LATENTS, "text_embeddings": TEXT_EMBEDDINGS})
 
 
 def schema_for(table: str) -> pa.Schema:
