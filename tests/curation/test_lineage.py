@@ -115,3 +115,20 @@ def _bright_corner(image: np.ndarray) -> str:
     corners = {"top_left": image[:k, :k], "top_right": image[:k, -k:], "bottom_left": image[-k:, :k],
                "bottom_right": image[-k:, -k:]}
     return max(corners, key=lambda name: float(corners[name].mean()))
+
+
+def test_image_exif_orientation_is_applied_and_recorded(tmp_path):
+    """EXIF orientation 6 ("turn 90 degrees clockwise to display"): 270 counter-clockwise, displayed upright."""
+    from PIL import Image
+
+    from curation.media.probe import read_image
+
+    coded = _textured(1, 96, 64, 4)[0]
+    exif = Image.Exif()
+    exif[274] = 6
+    Image.fromarray(coded[..., ::-1]).save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    info = probe(str(tmp_path / "phone.jpg"))
+    assert (info.width, info.height, info.rotation) == (64, 96, 270)
+    image = read_image(str(tmp_path / "phone.jpg"))
+    assert image.shape[:2] == (96, 64)
+    assert _bright_corner(image) == "top_right"
