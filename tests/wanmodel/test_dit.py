@@ -136,18 +136,6 @@ def test_our_keys_are_the_official_release_keys():
     assert not any("norm1" in key or "norm2" in key for key in keys)  # affine-free LayerNorms hold nothing
 
 
-@pytest.mark.parametrize("layout", ["ours", "official", "diffusers"])
-def test_save_load_round_trip_sharded(tmp_path, layout):
-    model = random_model(TINY_I2V, seed=4)
-    inputs = make_inputs(TINY_I2V)
-    save_dit(model, tmp_path, layout=layout, max_shard_bytes=200_000)
-    assert len(list(tmp_path.glob("*.safetensors"))) > 1 and list(tmp_path.glob("*.index.json"))
-    loaded = load_dit(tmp_path)
-    assert loaded.config == TINY_I2V
-    with torch.no_grad():
-        assert torch.equal(loaded(**inputs), model(**inputs))
-
-
 def diffusers_from_pretrained(diffusers, directory):
     """``WanTransformer3DModel.from_pretrained`` when accelerate is installed (diffusers needs it for this class);
     otherwise the same steps with diffusers' own readers: its config loader, its index-json shard reader, a strict
