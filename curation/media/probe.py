@@ -10,6 +10,8 @@ import av
 import cv2
 import numpy as np
 
+from curation.media.remote import local_copy
+
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts"})
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
@@ -137,8 +139,9 @@ def image_header(path: str) -> tuple[int, int, int]:
 def read_image(path: str) -> np.ndarray:
     """BGR uint8 image, upright by its EXIF orientation; ``MediaError`` when it does not decode or its header
     claims too many pixels."""
-    image_header(path)
-    data = np.fromfile(path, dtype=np.uint8)
+    with local_copy(path) as local:  # an object-store URI is read from a temporary copy
+        image_header(local)
+        data = np.fromfile(local, dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise MediaError("image does not decode (corrupt or unsupported)")
@@ -149,7 +152,8 @@ def open_video(path: str) -> tuple[av.container.InputContainer, av.VideoStream, 
     """Open a container and its first video stream; ``MediaError`` when there is none or it has no frame rate.
     The caller closes the container (``with container:``)."""
     try:
-        container = av.open(path)
+        with local_copy(path) as local:  # an object-store URI: FFmpeg keeps the temporary copy open
+            container = av.open(local)
     except av.FFmpegError as e:
         raise MediaError(f"cannot open as a media container: {e}") from e
     if not container.streams.video:

@@ -16,6 +16,7 @@ from curation.config import IngestConfig, InputConfig
 from curation.lake.schemas import STATUS_DUPLICATE, STATUS_ERROR, STATUS_OK
 from curation.lake.tables import Lake
 from curation.media.probe import MEDIA_EXTENSIONS, MediaError, check_exists, content_hash, probe
+from curation.media.remote import is_remote, list_files, local_copy
 from curation.stages.runner import Rows, StageResult, run_items
 
 STAGE = "ingest"
@@ -27,6 +28,8 @@ def list_inputs(cfg: InputConfig) -> list[str]:
     found: list[str] = []
 
     def local(p: str, base: str = "") -> str:
+        if is_remote(p):  # an object-store URI (s3://bucket/key) is taken as it is
+            return p
         path = p[len("file://"):] if p.startswith("file://") else p
         if "://" in path:
             raise ValueError(f"input {p!r}: only local paths and file:// URIs are supported by ingest")
@@ -34,6 +37,9 @@ def list_inputs(cfg: InputConfig) -> list[str]:
 
     for p in cfg.paths:
         path = local(p)
+        if is_remote(path):
+            found += list_files(path, MEDIA_EXTENSIONS, cfg.recursive)
+            continue
         if os.path.isdir(path):
             walker = os.walk(path) if cfg.recursive else [(path, [], os.listdir(path))]
             for dirpath, _, files in walker:
@@ -47,7 +53,7 @@ def list_inputs(cfg: InputConfig) -> list[str]:
         base = os.path.dirname(os.path.abspath(listing))
         with open(listing) as f:
             found += [local(line.strip(), base) for line in f if line.strip() and not line.startswith("#")]
-    return sorted({os.path.abspath(p) for p in found})
+    return sorted({p if is_remote(p) else os.path.abspath(p) for p in found})
 
 
 def ingest_one(item: dict[str, Any], cfg: IngestConfig) -> Rows:
@@ -55,10 +61,11 @@ def ingest_one(item: dict[str, Any], cfg: IngestConfig) -> Rows:
     uri = item["uri"]
     row: dict[str, Any] = {"uri": uri, "ingested_at": dt.datetime.now(dt.timezone.utc)}
     try:
-        check_exists(uri)
-        row["size_bytes"] = os.path.getsize(uri)
-        row["video_id"] = content_hash(uri, cfg.hash_chunk_mb << 20)
-        info = probe(uri, min_side=cfg.min_side)
+        with local_copy(uri) as path:  # an object-store URI: one temporary copy, hashed and probed
+            check_exists(path)
+            row["size_bytes"] = os.path.getsize(path)
+            row["video_id"] = content_hash(path, cfg.hash_chunk_mb << 20)
+            info = probe(path, min_side=cfg.min_side)
     except (MediaError, OSError) as e:
         row.setdefault("video_id", "unreadable:" + uri)
         return {"videos": [{**row, "status": STATUS_ERROR, "error": str(e)}]}
