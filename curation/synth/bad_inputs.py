@@ -12,8 +12,8 @@ import av
 import cv2
 import numpy as np
 
-from curation.synth.videoio import write_stream, write_video
 from curation.synth.scenes import render_scene, render_still
+from curation.synth.videoio import write_stream, write_video
 
 
 def _write_tiny(path: Path) -> None:
@@ -92,8 +92,8 @@ AWKWARD: dict[str, tuple[str, str | None]] = {
     "all_black.mp4": ("H.264, every frame black", "libx264"),
     "mpegts_offset.ts": ("H.264 in MPEG-TS, whose timestamps start after zero", "libx264"),
     SPACED_NAME: ("H.264 at a path with spaces and non-ASCII characters", "libx264"),
-    "header_more_frames.mp4": (f"mp4 with its index first (faststart) listing {TRUNCATED_FRAMES} frames, cut to "
-                               "half its bytes: the header claims more frames than the stream has", "libx264"),
+    "header_more_frames.mp4": ((f"mp4 with its index first (faststart) listing {TRUNCATED_FRAMES} frames, cut to "
+                                "half its bytes: the header claims more frames than the stream has"), "libx264"),
     "jpeg_named.mp4": ("a JPEG image with a .mp4 extension", None),
     "bomb.png": ("a PNG whose header claims 40000x40000 pixels (decompression bomb), a few bytes of data", None),
     "dangling_link.mp4": ("a symbolic link whose target does not exist", None),

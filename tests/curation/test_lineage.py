@@ -110,8 +110,7 @@ def test_rotated_clip_rows_and_keyframes_are_upright(tmp_path):
 
 def _bright_corner(image: np.ndarray) -> str:
     """Which corner holds the white mark (the texture stays below 160, the mark is 255)."""
-    h, w = image.shape[:2]
-    k = max(2, round(MARK * h / 96 * 0.5))
+    k = max(2, round(MARK * image.shape[0] / 96 * 0.5))
     corners = {"top_left": image[:k, :k], "top_right": image[:k, -k:], "bottom_left": image[-k:, :k],
                "bottom_right": image[-k:, -k:]}
     return max(corners, key=lambda name: float(corners[name].mean()))

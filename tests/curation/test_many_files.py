@@ -43,7 +43,7 @@ class FdSampler:
         while not self._stop.wait(self.period):
             self.samples.append(open_fds())
 
-    def __enter__(self) -> "FdSampler":
+    def __enter__(self) -> FdSampler:
         self._thread.start()
         return self
 
