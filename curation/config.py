@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, create_model, field_validator, model_validator
 
 from curation.jobconfig import ConfigError, Strict, config_hash, load_yaml_config, validate
+from curation.scorers.motion_rules import MotionTierRules
 from curation.scorers.registry import SCORER_CONFIGS
 
 __all__ = ["ConfigError", "Strict", "config_hash", "load_config", "parse_config"]
@@ -339,7 +340,10 @@ class SelectConfig(Strict):
     max_overexposure: float = Field(default=0.5, ge=0, le=1)
     max_blur: float = Field(default=0.5, ge=0, le=1)
     exclude_tiers: list[str] = Field(default_factory=lambda: ["low_quality", "shaky"])
+    motion_tiers: MotionTierRules = Field(default_factory=MotionTierRules)  # tier rules over stages/motion stats
+    watermark_min_score: float = Field(default=0.5, ge=0, le=1)  # a watermark when watermark_score >= this
     reject_watermark: bool = False  # the report crops watermarks rather than dropping the clip
+    near_margin: float = Field(default=0.15, ge=0, le=1)  # report: statistics within 15 % of a deciding threshold
     reject_near_duplicates: bool = True
     images_skip_duration: bool = True
     # Model-backed scores (applied only when their stage table exists; null switches a threshold off).

@@ -12,8 +12,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from curation.config import MOTION_TIERS
+from curation.config import MOTION_TIERS, SelectConfig
 from curation.lake.tables import Lake
+from curation.stages.decisions import has_watermark, motion_tier
 
 
 @dataclass
@@ -72,8 +73,12 @@ def _match(labels: list[dict[str, Any]], clips: list[dict[str, Any]]) -> list[tu
     return out
 
 
-def evaluate(lake: Lake, labels: pa.Table, min_duration_s: float = 4.0, shot_tolerance: int = 2) -> Evaluation:
-    """Compare the lake's stage tables with the labels of the media it ingested."""
+def evaluate(lake: Lake, labels: pa.Table, min_duration_s: float = 4.0, shot_tolerance: int = 2,
+             select: SelectConfig | None = None) -> Evaluation:
+    """Compare the lake's stage tables with the labels of the media it ingested. The motion tier and the watermark
+    flag are decided from the stored statistics as ``select`` decides them (``select`` thresholds, default ones
+    when not given)."""
+    select = select or SelectConfig()
     clips = lake.read("clips", columns=["clip_id", "uri", "start_frame", "end_frame", "media_type", "status"],
                       filter="status = 'ok'").to_pylist()
     stage = {}
@@ -111,15 +116,16 @@ def evaluate(lake: Lake, labels: pa.Table, min_duration_s: float = 4.0, shot_tol
         if seg["media_type"] == "video" and (r := get("duration_resolution")) is not None:
             pairs["duration"].append((seg["segment_duration_s"] > min_duration_s, r["duration_s"] > min_duration_s))
         if seg["media_type"] == "video" and (r := get("watermark")) is not None:
-            pairs["watermark"].append((bool(seg["logo"]), bool(r["has_watermark"])))
+            pairs["watermark"].append((bool(seg["logo"]), has_watermark(r, select)))
             if seg["motion_kind"] in ("camera_driven", "shaky") and not seg["text_strings"]:
                 # Edge persistence can only tell an overlay from the scene when the scene moves under it; burnt-in
                 # captions are static overlays too, but the labels mark logos only, so captioned clips are left out.
-                pairs["watermark_moving_camera"].append((bool(seg["logo"]), bool(r["has_watermark"])))
+                pairs["watermark_moving_camera"].append((bool(seg["logo"]), has_watermark(r, select)))
         if seg["media_type"] == "video" and seg["motion_kind"] and (r := get("motion")) is not None:
-            ev.confusion.setdefault(seg["motion_kind"], Counter())[r["motion_tier"]] += 1
-            if r["motion_tier"] != seg["motion_kind"]:
-                ev.mismatches.setdefault("motion", []).append(f"{name}: {seg['motion_kind']} -> {r['motion_tier']}")
+            tier = motion_tier(r, select)
+            ev.confusion.setdefault(seg["motion_kind"], Counter())[tier] += 1
+            if tier != seg["motion_kind"]:
+                ev.mismatches.setdefault("motion", []).append(f"{name}: {seg['motion_kind']} -> {tier}")
         for k, lst in pairs.items():  # a pair added for this segment that disagrees is a mismatch
             if len(lst) > seen.get(k, 0) and lst[-1][0] != lst[-1][1]:
                 ev.mismatches.setdefault(k, []).append(f"{name}: truth {lst[-1][0]}, predicted {lst[-1][1]}")

@@ -41,12 +41,38 @@ def text_summary(lake: Lake) -> str:
     tiers = Counter(t for t in curated.column("motion_tier").to_pylist() if t)
     if tiers:
         lines.append("motion tiers: " + ", ".join(f"{t} {n}" for t, n in tiers.most_common()))
+    near = near_threshold_rows(lake)
+    if near:
+        lines.append(f"near threshold ({len(near)} clips within the select.near_margin of a deciding threshold):")
+        lines += [f"  {_clip_name(r)}: {'; '.join(r['near_threshold'])}" for r in near]
     failed = [(u, e) for u, s, e in zip(videos.column("uri").to_pylist(), videos.column("status").to_pylist(),
                                         videos.column("error").to_pylist()) if s == "error"]
     if failed:
         lines.append("failed inputs:")
         lines += [f"  {os.path.basename(u)}: {e}" for u, e in failed]
     return "\n".join(lines)
+
+
+def near_threshold_rows(lake: Lake) -> list[dict[str, Any]]:
+    """``curated`` rows with a decision near its threshold (a re-encode or a small threshold change could flip
+    it), with ``near_threshold`` naming each statistic, its value and the threshold."""
+    ds = lake.dataset("curated")
+    if ds is None or "near_threshold" not in ds.schema.names:  # a lake curated before the column existed
+        return []
+    t = lake.read("curated", columns=["clip_id", "uri", "start_frame", "end_frame", "keep", "near_threshold"])
+    return [r for r in t.to_pylist() if r["near_threshold"]]
+
+
+def _clip_name(r: dict[str, Any]) -> str:
+    return f'{os.path.basename(r["uri"])} [{r["start_frame"]}, {r["end_frame"]})'
+
+
+def _near_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>No decision sits within the margin of its threshold.</p>"
+    body = "".join(f"<tr><td><code>{html.escape(_clip_name(r))}</code></td><td>{'kept' if r['keep'] else 'rejected'}"
+                   f"</td><td>{html.escape('; '.join(r['near_threshold']))}</td></tr>" for r in rows)
+    return f"<table><tr><th>clip</th><th>decision</th><th>statistic ~ threshold</th></tr>{body}</table>"
 
 
 def _svg_histogram(title: str, kept: list[float], rejected: list[float], bins: int = 20) -> str:
@@ -132,6 +158,7 @@ def write_report(lake: Lake, cfg: ReportConfig, out_dir: str | None = None) -> s
 pre{{background:#f6f6f6;padding:1em}}</style></head><body>
 <h1>Curation report</h1><pre>{html.escape(summary)}</pre>
 <h2>Score histograms</h2>{''.join(figs)}
+<h2>Near threshold</h2>{_near_table(near_threshold_rows(lake))}
 <h2>Kept clips (first {len(kept_rows)})</h2>{_thumb_strip(kept_rows, keyframes)}
 <h2>Rejected clips (first {len(rej_rows)})</h2>{_thumb_strip(rej_rows, keyframes)}
 </body></html>"""

@@ -6,6 +6,8 @@ the sharpest thing in a blurred letterboxed clip), and the frame is resized (are
 ``cv2.Laplacian`` (3x3 aperture) is then pooled over tiles of about ``tile_size`` px: the frame's value is the
 ``tile_quantile`` quantile of the per-tile Laplacian variances (robust to sharp overlays such as captions or a logo
 drawn over blurred content, and to flat areas); ``tile_size = 0`` gives the classic whole-frame variance.
+In a blown-out frame (more than ``overexposed_fraction`` of the luma at 250 or above) the
+``overexposed_quantile`` of the tiles is used instead: its flat white tiles say nothing about focus.
 ``laplacian_var`` is the median over frames. ``blur_score`` (1 = blurry) is a decreasing logistic in
 ``log(laplacian_var)``: ``1 / (1 + (laplacian_var / reference_var) ** slope)``, which is 0.5 at the reference.
 """
@@ -21,21 +23,25 @@ from curation.media.frames import ClipFrames, spread_indices
 from curation.scorers.borders import clip_analysis_crop
 
 STAGE = "blur"
-VERSION = "1"
+VERSION = "2"  # 2: at 160 px wide (codecs smooth the finest scale); blown-out frames judged on textured tiles
 
 
 class BlurConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    working_width: int = Field(320, ge=32, le=4096, description="frames wider than this are resized to it")
+    working_width: int = Field(160, ge=32, le=4096, description="frames wider than this are resized to it")
     reference_var: float = Field(
-        15.0, gt=0.0, le=1e6, description="Laplacian variance at which blur_score is 0.5"
+        28.0, gt=0.0, le=1e6, description="Laplacian variance at which blur_score is 0.5"
     )
     slope: float = Field(2.0, gt=0.0, le=20.0, description="steepness of the logistic in log(laplacian_var)")
     max_frames: int = Field(64, ge=1, le=10_000, description="frames sampled uniformly for the analysis")
-    tile_size: int = Field(40, ge=0, le=1024, description="tile side (working px); 0: whole-frame variance")
+    tile_size: int = Field(20, ge=0, le=1024, description="tile side (working px); 0: whole-frame variance")
     tile_quantile: float = Field(0.5, ge=0.0, le=1.0, description="quantile of the per-tile variances")
     crop_borders: bool = Field(True, description="exclude black bars (borders.clip_analysis_crop) from the statistic")
+    overexposed_fraction: float = Field(0.3, ge=0.0, le=1.0, description="frames with more luma >= 250 are blown out")
+    overexposed_quantile: float = Field(
+        0.8, ge=0.0, le=1.0, description="tile quantile of a blown-out frame (its flat white tiles say nothing)"
+    )
 
 
 def laplacian_variance(
@@ -71,13 +77,22 @@ def blur_score(laplacian_var: float, cfg: BlurConfig) -> float:
     return float(1.0 / (1.0 + math.exp(z)))
 
 
+def _quantile(g: np.ndarray, cfg: BlurConfig) -> float:
+    """The tile quantile for one frame: in a blown-out frame most tiles are flat white whatever the focus, and
+    the median tile then measures how a codec treated near-white detail; its textured part is judged instead."""
+    if cfg.overexposed_fraction < 1.0 and float((g >= 250).mean()) > cfg.overexposed_fraction:
+        return cfg.overexposed_quantile
+    return cfg.tile_quantile
+
+
 def score(clip: ClipFrames, cfg: BlurConfig) -> dict[str, object]:
     """Median Laplacian variance over the sampled frames and the derived blur score."""
     gray = clip.gray()[spread_indices(clip.num_frames, cfg.max_frames)]
     n, h, w = gray.shape
     x0, y0, x1, y1 = clip_analysis_crop(clip) if cfg.crop_borders else (0, 0, w, h)
     values = [
-        laplacian_variance(g[y0:y1, x0:x1], cfg.working_width, cfg.tile_size, cfg.tile_quantile, full_width=w)
+        laplacian_variance(g[y0:y1, x0:x1], cfg.working_width, cfg.tile_size, _quantile(g[y0:y1, x0:x1], cfg),
+                           full_width=w)
         for g in gray
     ]
     lv = float(np.median(values))

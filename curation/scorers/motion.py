@@ -1,4 +1,4 @@
-"""Motion scores and the motion tier of one clip (Wan 2.1 report, section 3.1 "Motion quality").
+"""Motion statistics of one clip (Wan 2.1 report, section 3.1 "Motion quality").
 
 Pipeline, on the clip's sampled frames (``ClipFrames``, ~8 fps, long side <= 384):
 
@@ -36,14 +36,16 @@ Pipeline, on the clip's sampled frames (``ClipFrames``, ~8 fps, long side <= 384
      axis) reads ``s``. A smooth pan or zoom has (almost) no second difference; at the sampling rate the scorer
      runs at (~8 fps), smooth accelerations contribute ``a * dt**2``, negligible against real shake.
 
-6. The tier: ``curation.scorers.motion_rules.classify`` (rules documented there).
+   - ``smooth_step``: the mean camera translation between two sampled frames, in frame widths.
+   - ``num_pairs``: frame pairs analysed (0 for images and one-frame clips, which get zeros).
 
-Images (and clips with fewer than two sampled frames) get zeros and ``motion_tier`` None.
+6. No decision here: ``select`` turns these statistics into the motion tier with the thresholds of
+   ``select.motion_tiers`` (``curation.scorers.motion_rules``), so changing a threshold never recomputes flow.
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import cv2
@@ -51,12 +53,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.media.frames import ClipFrames
-from curation.scorers.motion_rules import TIERS, classify
+from curation.scorers.motion_flow import pair_flows
+from curation.scorers.motion_rules import TIERS
 
 STAGE = "motion"
-VERSION = "1"
+VERSION = "2"  # 2: statistics only (the tier moved to select), smooth_step and num_pairs stored
 
-__all__ = ["STAGE", "VERSION", "TIERS", "MotionConfig", "score", "pair_flows"]
+__all__ = ["STAGE", "VERSION", "TIERS", "MotionConfig", "analyse", "score", "pair_flows"]
+
+_STATS = ("camera_motion", "subject_motion", "moving_fraction", "num_movers", "shakiness", "smooth_step")
 
 
 class MotionConfig(BaseModel):
@@ -90,95 +95,6 @@ class MotionConfig(BaseModel):
     overexposed_fraction: float = Field(default=0.3, ge=0, le=1)  # luma >= 250: use min(B, G, R) instead
     min_component_fraction: float = Field(default=0.001, ge=0, le=0.5)  # smaller components are specks
     overlay_min_px: float = Field(default=0.5, ge=0, le=50)  # camera displacement that exposes static overlays
-
-    # --- tier thresholds (see motion_rules) ---
-    shaky_min_jitter: float = Field(default=0.004, ge=0, le=1)
-    shaky_min_ratio: float = Field(default=0.25, ge=0, le=100)
-    camera_min_speed: float = Field(default=0.02, ge=0, le=10)
-    camera_max_moving_fraction: float = Field(default=0.02, ge=0, le=1)
-    static_max_moving_fraction: float = Field(default=0.01, ge=0, le=1)
-    static_max_activity: float = Field(default=0.0015, ge=0, le=10)  # moving_fraction * subject_motion
-    low_quality_min_movers: float = Field(default=4.0, ge=1, le=1000)
-    medium_min_movers: float = Field(default=1.25, ge=0, le=1000)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Flow backends
-# ----------------------------------------------------------------------------------------------------------------
-
-_DIS_PRESETS = {
-    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-}
-_RAFT_CACHE: dict[str, Any] = {}
-
-
-def _flows_dis(gray: np.ndarray, pairs: list[tuple[int, int]], preset: str, finest: int) -> list[np.ndarray]:
-    dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[preset])
-    dis.setFinestScale(finest)
-    return [dis.calc(gray[a], gray[b], None) for a, b in pairs]
-
-
-def _flows_farneback(gray: np.ndarray, pairs: list[tuple[int, int]]) -> list[np.ndarray]:
-    return [
-        cv2.calcOpticalFlowFarneback(gray[a], gray[b], None, 0.5, 3, 13, 3, 5, 1.1, 0) for a, b in pairs
-    ]
-
-
-def _raft_model(path: str) -> Any:
-    if path in _RAFT_CACHE:
-        return _RAFT_CACHE[path]
-    import torch  # lazy: only the RAFT backend needs torch
-    from torchvision.models.optical_flow import raft_small
-
-    model = raft_small(weights=None, progress=False)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    model.load_state_dict(state)
-    model.eval()
-    _RAFT_CACHE[path] = model
-    return model
-
-
-def _flows_raft(gray: np.ndarray, pairs: list[tuple[int, int]], weights: str | None, iters: int) -> list[np.ndarray]:
-    if weights is None:
-        raise FileNotFoundError("motion flow_backend 'raft' needs raft_weights: a local raft_small state dict path")
-    if not Path(weights).is_file():
-        raise FileNotFoundError(f"RAFT weights not found: {weights}")
-    import torch
-    import torch.nn.functional as F
-
-    model = _raft_model(str(weights))
-    h, w = gray.shape[1:]
-    # RAFT downsamples by 8 and its correlation pyramid needs >= 16 cells a side: work at >= 128 px, multiple of 8
-    up = max(1.0, 128.0 / min(h, w))
-    rh, rw = int(math.ceil(h * up / 8) * 8), int(math.ceil(w * up / 8) * 8)
-    x = torch.from_numpy(gray).float().div_(127.5).sub_(1.0)[:, None]
-    if (rh, rw) != (h, w):
-        x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False)
-    x = x.expand(-1, 3, -1, -1)
-    a = torch.stack([x[i] for i, _ in pairs])
-    b = torch.stack([x[j] for _, j in pairs])
-    out = []
-    with torch.inference_mode():
-        for s in range(0, len(pairs), 16):
-            flow = model(a[s : s + 16].contiguous(), b[s : s + 16].contiguous(), num_flow_updates=iters)[-1]
-            if (rh, rw) != (h, w):
-                flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
-                flow = flow * torch.tensor([w / rw, h / rh]).view(1, 2, 1, 1)
-            out.extend(f.permute(1, 2, 0).numpy().astype(np.float32) for f in flow)
-    return out
-
-
-def pair_flows(gray: np.ndarray, pairs: list[tuple[int, int]], cfg: MotionConfig) -> list[np.ndarray]:
-    """Dense flow ``(H, W, 2)`` float32 (px, from frame a to frame b) for each pair of ``gray`` (N, H, W) uint8."""
-    if cfg.flow_backend == "dis":
-        return _flows_dis(gray, pairs, cfg.dis_preset, cfg.dis_finest_scale)
-    if cfg.flow_backend == "farneback":
-        return _flows_farneback(gray, pairs)
-    return _flows_raft(gray, pairs, cfg.raft_weights, cfg.raft_iters)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -229,16 +145,8 @@ def _pair_intervals(clip: ClipFrames) -> np.ndarray:
     return np.full(len(d), 1.0 / 8.0)
 
 
-def _empty(backend: str, tier: str | None = None) -> dict[str, Any]:
-    return {
-        "camera_motion": 0.0,
-        "subject_motion": 0.0,
-        "moving_fraction": 0.0,
-        "num_movers": 0.0,
-        "shakiness": 0.0,
-        "motion_tier": tier,
-        "flow_backend": backend,
-    }
+def _empty(backend: str) -> dict[str, Any]:
+    return {**{k: 0.0 for k in _STATS}, "num_pairs": 0, "flow_backend": backend}
 
 
 _K3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
@@ -305,12 +213,33 @@ def _fit_camera(
     return m
 
 
-def analyse(clip: ClipFrames, cfg: MotionConfig) -> dict[str, Any]:
-    """Scores plus diagnostics (``smooth_step``, per-pair arrays, ``reason``); ``score`` keeps the stage columns."""
-    if clip.media_type == "image" or clip.num_frames < 2:
-        return _empty(cfg.flow_backend)
+# ----------------------------------------------------------------------------------------------------------------
+# Steps of ``analyse``
+# ----------------------------------------------------------------------------------------------------------------
 
-    # 1. luma, borders cropped, flow resolution
+
+@dataclass
+class _Views:
+    """Step 1: the clip's luma, borders cropped, at flow resolution and at change-detection resolution."""
+
+    gray: np.ndarray  # (N, fh, fw) uint8
+    dgray: np.ndarray  # (N, dh, dw) uint8 (``gray`` itself when dw == fw)
+    crop: tuple[int, int, int, int]  # y0, y1, x0, x1 in analysis pixels
+
+    @property
+    def fh(self) -> int:
+        return int(self.gray.shape[1])
+
+    @property
+    def fw(self) -> int:
+        return int(self.gray.shape[2])
+
+    @property
+    def ratio(self) -> float:
+        return self.dgray.shape[2] / self.fw
+
+
+def _views(clip: ClipFrames, cfg: MotionConfig) -> _Views:
     full = _luma(clip, cfg.overexposed_fraction)
     y0, y1, x0, x1 = _border_crop(full, cfg.border_luma_max)
     full = full[:, y0:y1, x0:x1]
@@ -322,185 +251,243 @@ def analyse(clip: ClipFrames, cfg: MotionConfig) -> dict[str, Any]:
     dw = max(fw, min(cfg.diff_width, w0))
     dh = fh if dw == fw else max(8, int(round(h0 * dw / w0)))
     dgray = gray if dw == fw else _resize_stack(full, dw, dh)
-    ratio = dw / fw
+    return _Views(gray, dgray, (y0, y1, x0, x1))
 
+
+def _frame_pairs(clip: ClipFrames, max_pairs: int) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray]:
+    """``(selected pair indices, (a, b) pairs, seconds between a and b)``: at most ``max_pairs``, evenly spread."""
     dts_all = _pair_intervals(clip)
     n_pairs = clip.num_frames - 1
-    if n_pairs > cfg.max_pairs:
-        sel = np.unique(np.linspace(0, n_pairs - 1, cfg.max_pairs).round().astype(int))
+    if n_pairs > max_pairs:
+        sel = np.unique(np.linspace(0, n_pairs - 1, max_pairs).round().astype(int))
     else:
         sel = np.arange(n_pairs)
-    pairs = [(int(i), int(i) + 1) for i in sel]
-    dts = dts_all[sel]
+    return sel, [(int(i), int(i) + 1) for i in sel], dts_all[sel]
 
-    # 2. flow
-    flows = pair_flows(gray, pairs, cfg)
 
-    # pixel and grid coordinates, centred on the frame centre (so a zoom has no translation)
+@dataclass
+class _Grid:
+    """Pixel and fit-grid coordinates, centred on the frame centre (so a zoom has no translation)."""
+
+    xx: np.ndarray
+    yy: np.ndarray
+    xc: np.ndarray
+    yc: np.ndarray
+    gy: np.ndarray
+    gx: np.ndarray
+    gpts: np.ndarray
+    dxx: np.ndarray
+    dyy: np.ndarray
+    dxc: np.ndarray
+    dyc: np.ndarray
+    corners: np.ndarray
+
+
+def _grid(v: _Views, step: int) -> _Grid:
+    fh, fw = v.fh, v.fw
+    dh, dw = v.dgray.shape[1:]
     cx, cy = (fw - 1) / 2.0, (fh - 1) / 2.0
     yy, xx = np.mgrid[0:fh, 0:fw].astype(np.float32)
-    xc, yc = xx - cx, yy - cy
-    s = cfg.grid_step
-    gy_, gx_ = np.mgrid[s // 2 : fh : s, s // 2 : fw : s]
-    gpts = np.stack([gx_.ravel() - cx, gy_.ravel() - cy], axis=1).astype(np.float32)
+    gy, gx = np.mgrid[step // 2 : fh : step, step // 2 : fw : step]
+    gpts = np.stack([gx.ravel() - cx, gy.ravel() - cy], axis=1).astype(np.float32)
     dyy, dxx = np.mgrid[0:dh, 0:dw].astype(np.float32)
-    dxc, dyc = dxx - (dw - 1) / 2.0, dyy - (dh - 1) / 2.0
-    min_area = max(1.0, cfg.min_component_fraction * fw * fh)
-    diff_min = cfg.diff_min
-
-    P = len(pairs)
-    trans = np.zeros((P, 2))
-    cam_speed = np.zeros(P)
-    changed_masks: list[np.ndarray] = []
-    err_cam: list[np.ndarray] = []  # |frame a - frame b warped by the camera| at flow resolution
-    err_flow: list[np.ndarray] = []  # |frame a - frame b warped by the flow|
-    speed_maps: list[np.ndarray] = []
-    valids: list[np.ndarray] = []
-    pinned = np.zeros((fh, fw), np.int32)  # pairs in which a pixel changed, but only relative to the camera
-    n_eligible = np.zeros((fh, fw), np.int32)  # pairs in which the camera moved that pixel noticeably
-    # 3. camera fit per pair, then photometric check: a neighbour's fit or the clip's median fit replaces a
-    # pair's own fit when it explains the frame difference better (flow on blurred or flat pictures can be off)
-    fits = [_fit_camera(flow, _texture(gray[a]), gy_, gx_, gpts, cfg) for (a, _), flow in zip(pairs, flows)]
-    median_fit = np.median(np.stack(fits), axis=0)
     corners = np.array([[-cx, cx, -cx, cx], [-cy, -cy, cy, cy], [1.0, 1.0, 1.0, 1.0]])
+    return _Grid(xx, yy, xx - cx, yy - cy, gy, gx, gpts, dxx, dyy, dxx - (dw - 1) / 2.0, dyy - (dh - 1) / 2.0,
+                 corners)
 
-    def warp_change(m: np.ndarray, a: int, b: int) -> np.ndarray:
-        dcx = ((m[0, 0] - 1.0) * dxc + m[0, 1] * dyc + m[0, 2] * ratio).astype(np.float32)
-        dcy = (m[1, 0] * dxc + (m[1, 1] - 1.0) * dyc + m[1, 2] * ratio).astype(np.float32)
-        warped = cv2.remap(dgray[b], dxx + dcx, dyy + dcy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return (_tolerant_diff(dgray[a], warped) >= diff_min).astype(np.uint8)
 
-    for k, ((a, b), flow, dt) in enumerate(zip(pairs, flows, dts)):
-        m = fits[k]
-        dchanged = warp_change(m, a, b)
-        bad = float(dchanged.mean())
-        if bad > cfg.refit_min_change:
-            for alt in (fits[k - 1] if k > 0 else None, fits[k + 1] if k + 1 < P else None, median_fit):
-                if alt is None or np.abs((alt - m) @ corners).max() < 0.25:  # same warp within 1/4 px
-                    continue
-                alt_changed = warp_change(alt, a, b)
-                alt_bad = float(alt_changed.mean())
-                if alt_bad < 0.5 * bad:
-                    m, dchanged, bad = alt, alt_changed, alt_bad
-        camx = ((m[0, 0] - 1.0) * xc + m[0, 1] * yc + m[0, 2]).astype(np.float32)
-        camy = (m[1, 0] * xc + (m[1, 1] - 1.0) * yc + m[1, 2]).astype(np.float32)
-        trans[k] = m[0, 2], m[1, 2]
-        # valid area: pixels whose camera-warped position stays inside the frame (plus 1 px)
-        mx = min(int(math.ceil(max(abs(camx[:, 0]).max(), abs(camx[:, -1]).max()))) + 1, fw // 3)
-        my = min(int(math.ceil(max(abs(camy[0]).max(), abs(camy[-1]).max()))) + 1, fh // 3)
-        valid = np.zeros((fh, fw), np.uint8)
-        valid[my : fh - my, mx : fw - mx] = 1
-        cam_mag = np.sqrt(camx * camx + camy * camy)
-        cam_speed[k] = float(cam_mag[my : fh - my, mx : fw - mx].mean()) / fw / dt
+def _warp_change(v: _Views, g: _Grid, m: np.ndarray, a: int, b: int, diff_min: float) -> np.ndarray:
+    """Pixels (change-detection resolution) that changed beyond ``diff_min`` after frame b is warped by ``m``."""
+    r = v.ratio
+    dcx = ((m[0, 0] - 1.0) * g.dxc + m[0, 1] * g.dyc + m[0, 2] * r).astype(np.float32)
+    dcy = (m[1, 0] * g.dxc + (m[1, 1] - 1.0) * g.dyc + m[1, 2] * r).astype(np.float32)
+    warped = cv2.remap(v.dgray[b], g.dxx + dcx, g.dyy + dcy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return (_tolerant_diff(v.dgray[a], warped) >= diff_min).astype(np.uint8)
 
-        # 4. residual flow; change that the camera does not explain (tolerant to 1 px misregistration)
-        rx, ry = flow[..., 0] - camx, flow[..., 1] - camy
-        rmag = np.sqrt(rx * rx + ry * ry)
-        # static overlays (logos, captions) stay put in the image where the camera moves the scene
-        eligible = (cam_mag >= cfg.overlay_min_px) & (valid > 0)
-        if eligible.any():
-            still = (_tolerant_diff(dgray[a], dgray[b]) < diff_min).astype(np.uint8)
-            pinned += (_to_flow_res(dchanged & still, fw, fh) > 0) & eligible
-            n_eligible += eligible
-        changed = _to_flow_res(dchanged, fw, fh) & valid
-        changed_masks.append(changed)
-        ga = gray[a].astype(np.float32)
-        gb = gray[b]
-        err_cam.append(cv2.absdiff(ga, cv2.remap(gb, xx + camx, yy + camy, cv2.INTER_LINEAR,
-                                                 borderMode=cv2.BORDER_REPLICATE).astype(np.float32)))
-        err_flow.append(cv2.absdiff(ga, cv2.remap(gb, xx + flow[..., 0], yy + flow[..., 1], cv2.INTER_LINEAR,
-                                                  borderMode=cv2.BORDER_REPLICATE).astype(np.float32)))
-        speed_maps.append(rmag / dt)
-        valids.append(valid)
 
-    overlay = None
-    ov = ((n_eligible >= 2) & (pinned >= 0.5 * n_eligible)).astype(np.uint8)
-    if ov.any():
-        overlay = cv2.dilate(ov, _K3R, iterations=2)
+def _best_fit(v: _Views, g: _Grid, fits: list[np.ndarray], median_fit: np.ndarray, k: int, pair: tuple[int, int],
+              cfg: MotionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3b: a pair's camera fit and its change mask; a neighbour's fit or the clip's median fit replaces the
+    pair's own when it explains the frame difference clearly better (flow on blurred or flat pictures can be off)."""
+    a, b = pair
+    m = fits[k]
+    dchanged = _warp_change(v, g, m, a, b, cfg.diff_min)
+    bad = float(dchanged.mean())
+    if bad <= cfg.refit_min_change:
+        return m, dchanged
+    for alt in (fits[k - 1] if k > 0 else None, fits[k + 1] if k + 1 < len(fits) else None, median_fit):
+        if alt is None or np.abs((alt - m) @ g.corners).max() < 0.25:  # same warp within 1/4 px
+            continue
+        alt_changed = _warp_change(v, g, alt, a, b, cfg.diff_min)
+        alt_bad = float(alt_changed.mean())
+        if alt_bad < 0.5 * bad:
+            m, dchanged, bad = alt, alt_changed, alt_bad
+    return m, dchanged
 
-    fracs = np.zeros(P)
-    counts = np.zeros(P)
-    res_sum = 0.0  # sum over moving pixels of residual speed (px/s at flow width)
-    res_n = 0
-    for k, (dt, changed, speed, valid) in enumerate(zip(dts, changed_masks, speed_maps, valids)):
+
+@dataclass
+class _Evidence:
+    """Step 4 per pair: camera translation and speed, masks and warp errors; overlay counters over the clip."""
+
+    trans: np.ndarray
+    cam_speed: np.ndarray
+    pinned: np.ndarray  # pairs in which a pixel changed, but only relative to the camera
+    n_eligible: np.ndarray  # pairs in which the camera moved that pixel noticeably
+    changed: list[np.ndarray] = field(default_factory=list)
+    err_cam: list[np.ndarray] = field(default_factory=list)  # |frame a - frame b warped by the camera|
+    err_flow: list[np.ndarray] = field(default_factory=list)  # |frame a - frame b warped by the flow|
+    speed: list[np.ndarray] = field(default_factory=list)  # residual flow speed, px/s at flow width
+    valid: list[np.ndarray] = field(default_factory=list)
+
+
+def _valid_area(camx: np.ndarray, camy: np.ndarray, fw: int, fh: int) -> tuple[np.ndarray, int, int]:
+    """Pixels whose camera-warped position stays inside the frame (plus 1 px), and the margins ``mx, my``."""
+    mx = min(int(math.ceil(max(abs(camx[:, 0]).max(), abs(camx[:, -1]).max()))) + 1, fw // 3)
+    my = min(int(math.ceil(max(abs(camy[0]).max(), abs(camy[-1]).max()))) + 1, fh // 3)
+    valid = np.zeros((fh, fw), np.uint8)
+    valid[my : fh - my, mx : fw - mx] = 1
+    return valid, mx, my
+
+
+def _remap_error(ga: np.ndarray, gb: np.ndarray, g: _Grid, fx: np.ndarray, fy: np.ndarray) -> np.ndarray:
+    warped = cv2.remap(gb, g.xx + fx, g.yy + fy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.absdiff(ga, warped.astype(np.float32))
+
+
+def _add_pair(ev: _Evidence, k: int, v: _Views, g: _Grid, pair: tuple[int, int], flow: np.ndarray, dt: float,
+              m: np.ndarray, dchanged: np.ndarray, cfg: MotionConfig) -> None:
+    a, b = pair
+    fw, fh = v.fw, v.fh
+    camx = ((m[0, 0] - 1.0) * g.xc + m[0, 1] * g.yc + m[0, 2]).astype(np.float32)
+    camy = (m[1, 0] * g.xc + (m[1, 1] - 1.0) * g.yc + m[1, 2]).astype(np.float32)
+    ev.trans[k] = m[0, 2], m[1, 2]
+    valid, mx, my = _valid_area(camx, camy, fw, fh)
+    cam_mag = np.sqrt(camx * camx + camy * camy)
+    ev.cam_speed[k] = float(cam_mag[my : fh - my, mx : fw - mx].mean()) / fw / dt
+    rx, ry = flow[..., 0] - camx, flow[..., 1] - camy
+    # static overlays (logos, captions) stay put in the image where the camera moves the scene
+    eligible = (cam_mag >= cfg.overlay_min_px) & (valid > 0)
+    if eligible.any():
+        still = (_tolerant_diff(v.dgray[a], v.dgray[b]) < cfg.diff_min).astype(np.uint8)
+        ev.pinned += (_to_flow_res(dchanged & still, fw, fh) > 0) & eligible
+        ev.n_eligible += eligible
+    ev.changed.append(_to_flow_res(dchanged, fw, fh) & valid)
+    ga = v.gray[a].astype(np.float32)
+    ev.err_cam.append(_remap_error(ga, v.gray[b], g, camx, camy))
+    ev.err_flow.append(_remap_error(ga, v.gray[b], g, flow[..., 0], flow[..., 1]))
+    ev.speed.append(np.sqrt(rx * rx + ry * ry) / dt)
+    ev.valid.append(valid)
+
+
+def _evidence(v: _Views, g: _Grid, pairs: list[tuple[int, int]], flows: list[np.ndarray], dts: np.ndarray,
+              cfg: MotionConfig) -> _Evidence:
+    """Steps 3 and 4: camera fit per pair (with the photometric re-fit), residual flow and change masks."""
+    fits = [_fit_camera(flow, _texture(v.gray[a]), g.gy, g.gx, g.gpts, cfg) for (a, _), flow in zip(pairs, flows)]
+    median_fit = np.median(np.stack(fits), axis=0)
+    P = len(pairs)
+    ev = _Evidence(np.zeros((P, 2)), np.zeros(P), np.zeros((v.fh, v.fw), np.int32), np.zeros((v.fh, v.fw), np.int32))
+    for k, (pair, flow, dt) in enumerate(zip(pairs, flows, dts)):
+        m, dchanged = _best_fit(v, g, fits, median_fit, k, pair, cfg)
+        _add_pair(ev, k, v, g, pair, flow, dt, m, dchanged, cfg)  # np.float64: speeds in float64
+    return ev
+
+
+def _overlay(ev: _Evidence) -> np.ndarray | None:
+    """Static overlays: pixels that changed only relative to the camera in at least half the eligible pairs."""
+    ov = ((ev.n_eligible >= 2) & (ev.pinned >= 0.5 * ev.n_eligible)).astype(np.uint8)
+    return cv2.dilate(ov, _K3R, iterations=2) if ov.any() else None
+
+
+def _moving_mask(ev: _Evidence, k: int, thr: float, overlay: np.ndarray | None, cfg: MotionConfig) -> np.ndarray:
+    """Step 4b: change the camera does not explain, grown by fast residual-flow regions (fills object interiors).
+
+    A fast region joins when it touches detected change and its flow explains the next frame clearly better than
+    the camera does there."""
+    changed = cv2.morphologyEx(ev.changed[k], cv2.MORPH_OPEN, _K3)
+    fast = (ev.speed[k] >= thr).astype(np.uint8) & ev.valid[k]
+    nf, flab = cv2.connectedComponents(fast, connectivity=8)
+    moving = changed
+    if nf > 1:
+        lab = flab.ravel()
+        n_px = np.maximum(np.bincount(lab, minlength=nf), 1)
+        touch = np.bincount(lab, weights=changed.ravel(), minlength=nf) > 0
+        e_cam = np.bincount(lab, weights=ev.err_cam[k].ravel(), minlength=nf) / n_px
+        e_flow = np.bincount(lab, weights=ev.err_flow[k].ravel(), minlength=nf) / n_px
+        hit = touch & (e_cam >= cfg.grow_min_gain * e_flow + 1.0) & (e_cam >= cfg.grow_min_error)
+        hit[0] = False
+        moving = changed | hit[flab].astype(np.uint8)
+    if overlay is not None:
+        moving = moving & (1 - overlay)
+    moving = cv2.morphologyEx(moving, cv2.MORPH_OPEN, _K3)
+    return cv2.morphologyEx(moving, cv2.MORPH_CLOSE, _K5)
+
+
+def _movers(v: _Views, ev: _Evidence, dts: np.ndarray, cfg: MotionConfig) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per pair: moving fraction of the valid area and number of movers; the mean residual speed over moving
+    pixels (px/s at flow width, 0 when nothing moves). Components below ``min_component_fraction`` are specks."""
+    fw, fh = v.fw, v.fh
+    min_area = max(1.0, cfg.min_component_fraction * fw * fh)
+    overlay = _overlay(ev)
+    fracs, counts = np.zeros(len(dts)), np.zeros(len(dts))
+    res_sum, res_n = 0.0, 0
+    for k, dt in enumerate(dts):
         thr = max(cfg.moving_min_px, cfg.moving_speed * fw * dt) / dt
-        # change the camera does not explain, grown by fast residual-flow regions (fills object interiors)
-        changed = cv2.morphologyEx(changed, cv2.MORPH_OPEN, _K3)
-        fast = (speed >= thr).astype(np.uint8) & valid
-        nf, flab = cv2.connectedComponents(fast, connectivity=8)
-        if nf > 1:
-            # A fast region joins the moving mask (object interiors the difference test misses) when it touches
-            # detected change and its flow explains the next frame clearly better than the camera does there.
-            lab = flab.ravel()
-            n_px = np.maximum(np.bincount(lab, minlength=nf), 1)
-            touch = np.bincount(lab, weights=changed.ravel(), minlength=nf) > 0
-            e_cam = np.bincount(lab, weights=err_cam[k].ravel(), minlength=nf) / n_px
-            e_flow = np.bincount(lab, weights=err_flow[k].ravel(), minlength=nf) / n_px
-            hit = touch & (e_cam >= cfg.grow_min_gain * e_flow + 1.0) & (e_cam >= cfg.grow_min_error)
-            hit[0] = False
-            moving = changed | hit[flab].astype(np.uint8)
-        else:
-            moving = changed
-        if overlay is not None:
-            moving = moving & (1 - overlay)
-        moving = cv2.morphologyEx(moving, cv2.MORPH_OPEN, _K3)
-        moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, _K5)
-        nlab, lab, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
+        moving = _moving_mask(ev, k, thr, overlay, cfg)
+        _, lab, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
         keep = np.nonzero(stats[1:, cv2.CC_STAT_AREA] >= min_area)[0] + 1
         counts[k] = len(keep)
         if len(keep):
             mask = np.isin(lab, keep)
             npx = int(mask.sum())
-            fracs[k] = npx / float(max(1, valid.sum()))
-            res_sum += float(speed[mask].sum())
+            fracs[k] = npx / float(max(1, ev.valid[k].sum()))
+            res_sum += float(ev.speed[k][mask].sum())
             res_n += npx
+    return fracs, counts, res_sum / res_n if res_n else 0.0
 
-    # 5. scores
-    w = float(fw)
-    camera_motion = float(cam_speed.mean())
-    subject_motion = res_sum / res_n / w if res_n else 0.0
-    moving_fraction = float(fracs.mean())
-    num_movers = float(np.mean(counts))
+
+def _shakiness(trans: np.ndarray, dts: np.ndarray, sel: np.ndarray, w: float) -> float:
+    """RMS second difference of the camera position / sqrt(12), in widths (see the module docstring)."""
+    if len(trans) < 2:
+        return 0.0
     vel = trans / dts[:, None]  # px per second at flow width
-    if len(pairs) >= 2:
-        contiguous = np.diff(sel) == 1
-        d2 = (vel[1:] - vel[:-1]) * ((dts[1:] + dts[:-1]) / 2.0)[:, None]
-        d2 = d2[contiguous] if contiguous.any() else d2
-        shakiness = float(np.sqrt(np.mean(np.sum(d2 * d2, axis=1)) / 12.0)) / w
-    else:
-        shakiness = 0.0
-    smooth_step = float(np.linalg.norm(trans.mean(axis=0))) / w
+    contiguous = np.diff(sel) == 1
+    d2 = (vel[1:] - vel[:-1]) * ((dts[1:] + dts[:-1]) / 2.0)[:, None]
+    d2 = d2[contiguous] if contiguous.any() else d2
+    return float(np.sqrt(np.mean(np.sum(d2 * d2, axis=1)) / 12.0)) / w
 
-    out = {
-        "camera_motion": camera_motion,
-        "subject_motion": subject_motion,
-        "moving_fraction": moving_fraction,
-        "num_movers": num_movers,
-        "shakiness": shakiness,
-        "smooth_step": smooth_step,
+
+def analyse(clip: ClipFrames, cfg: MotionConfig) -> dict[str, Any]:
+    """Statistics plus diagnostics (``per_pair`` arrays, ``crop``); ``score`` keeps the stage columns."""
+    if clip.media_type == "image" or clip.num_frames < 2:
+        return _empty(cfg.flow_backend)
+    v = _views(clip, cfg)
+    sel, pairs, dts = _frame_pairs(clip, cfg.max_pairs)
+    flows = pair_flows(v.gray, pairs, cfg)
+    ev = _evidence(v, _grid(v, cfg.grid_step), pairs, flows, dts, cfg)
+    fracs, counts, residual_speed = _movers(v, ev, dts, cfg)
+    w = float(v.fw)
+    return {
+        "camera_motion": float(ev.cam_speed.mean()),
+        "subject_motion": residual_speed / w,
+        "moving_fraction": float(fracs.mean()),
+        "num_movers": float(np.mean(counts)),
+        "shakiness": _shakiness(ev.trans, dts, sel, w),
+        "smooth_step": float(np.linalg.norm(ev.trans.mean(axis=0))) / w,
+        "num_pairs": len(pairs),
+        "flow_backend": cfg.flow_backend,
+        "per_pair": {"counts": counts, "fracs": fracs, "cam_speed": ev.cam_speed, "trans": ev.trans},
+        "crop": v.crop,
     }
-    tier, reason = classify(out, cfg)
-    out.update(
-        motion_tier=tier,
-        flow_backend=cfg.flow_backend,
-        reason=reason,
-        per_pair={"counts": counts, "fracs": fracs, "cam_speed": cam_speed, "trans": trans},
-        crop=(y0, y1, x0, x1),
-    )
-    return out
 
 
 def score(clip: ClipFrames, cfg: MotionConfig) -> dict[str, Any]:
-    """Motion scores of one clip: exactly the columns of ``STAGE_FIELDS["motion"]``.
+    """Motion statistics of one clip: exactly the columns of ``STAGE_FIELDS["motion"]`` (no tier: see select).
 
-    Returns ``camera_motion``, ``subject_motion`` (widths/s), ``moving_fraction`` (0..1), ``num_movers``,
-    ``shakiness`` (widths), ``motion_tier`` (one of ``TIERS``; None for images) and ``flow_backend``.
+    ``camera_motion``, ``subject_motion`` (widths/s), ``moving_fraction`` (0..1), ``num_movers``, ``shakiness``
+    and ``smooth_step`` (widths), ``num_pairs`` (0: an image or a one-frame clip, all zeros) and ``flow_backend``.
     """
-    if clip.media_type == "image" or clip.num_frames < 2:
-        return _empty(cfg.flow_backend)
     r = analyse(clip, cfg)
-    out = {k: float(np.float32(r[k])) for k in ("camera_motion", "subject_motion", "moving_fraction", "num_movers",
-                                                  "shakiness")}
-    out["motion_tier"] = r["motion_tier"]
+    out: dict[str, Any] = {k: float(np.float32(r[k])) for k in _STATS}
+    out["num_pairs"] = int(r["num_pairs"])
     out["flow_backend"] = r["flow_backend"]
     return out

@@ -23,15 +23,18 @@ therefore not detectable by this backend). The score is
 
     score = clip((blob - rest) / ref_density, 0, 1) * clip((blob / rest - 1) / (ratio_ref - 1), 0, 1)
 
-over the best corner; ``has_watermark = score >= score_threshold``. The box is the best blob's bounding box (the blob
-may extend past the corner region, within that corner's quadrant), grown by ``box_margin`` analysis pixels, in source pixels (``x0, y0, x1, y1``, exclusive ends), or all ``-1`` when not flagged.
+over the best corner. The scorer decides nothing: ``select`` flags a watermark when ``watermark_score >=
+select.watermark_min_score`` and then crops the box out. The box is the best blob's bounding box (the blob may extend
+past the corner region, within that corner's quadrant), grown by ``box_margin`` analysis pixels, in source pixels
+(``x0, y0, x1, y1``, exclusive ends), or all ``-1`` when no corner holds a candidate (score 0).
 
 Clips with fewer than ``min_frames`` sampled frames, and images (``N == 1``), cannot show persistence: they get
-``has_watermark = False``, ``watermark_score = 0.0`` and a box of ``-1``.
+``watermark_score = 0.0`` and a box of ``-1``.
 
 Backend ``"yolo"``: a detector checkpoint (``yolo_weights``) is run with ``ultralytics`` (imported lazily, only
 for this backend) on the middle sampled frame; the top-confidence box whose class name is in ``yolo_classes`` (any
-class when the list is empty) gives the score (its confidence) and the box. A missing weights file raises
+class when the list is empty) gives the score (its confidence; set ``select.watermark_min_score`` to the confidence that
+counts, e.g. 0.25) and the box. A missing weights file raises
 ``FileNotFoundError`` naming the expected path.
 """
 from __future__ import annotations
@@ -49,7 +52,7 @@ from curation.media.frames import ClipFrames, spread_indices
 from curation.scorers.borders import clip_analysis_crop
 
 STAGE = "watermark"
-VERSION = "1"
+VERSION = "2"  # 2: score and candidate box only (the decision moved to select)
 
 
 class WatermarkConfig(BaseModel):
@@ -64,7 +67,6 @@ class WatermarkConfig(BaseModel):
     min_gradient: float = Field(3.0, ge=0.0, le=255.0, description="min |mean g| (gray levels per px)")
     ref_density: float = Field(0.01, gt=0.0, le=1.0, description="blob density excess that scores 1")
     ratio_ref: float = Field(4.0, gt=1.0, le=1000.0, description="blob/rest density ratio that scores 1")
-    score_threshold: float = Field(0.5, ge=0.0, le=1.0, description="has_watermark when score >= this")
     close_kernel: int = Field(5, ge=1, le=31, description="closing kernel (analysis px) merging glyph edges")
     box_margin: int = Field(2, ge=0, le=64, description="box growth in analysis px")
     min_frames: int = Field(4, ge=2, le=1000, description="fewer sampled frames: no detection")
@@ -72,11 +74,10 @@ class WatermarkConfig(BaseModel):
     crop_borders: bool = Field(True, description="analyse inside the black-bar crop (borders.clip_analysis_crop)")
     yolo_weights: str | None = Field(None, description="detector checkpoint for backend 'yolo'")
     yolo_classes: list[str] = Field(default_factory=lambda: ["watermark", "logo", "text"])
-    yolo_conf: float = Field(0.25, ge=0.0, le=1.0, description="min detector confidence for has_watermark")
 
 
 def _none(score: float = 0.0) -> dict[str, object]:
-    return {"has_watermark": False, "watermark_score": float(score), "wm_x0": -1, "wm_y0": -1, "wm_x1": -1, "wm_y1": -1}
+    return {"watermark_score": float(score), "wm_x0": -1, "wm_y0": -1, "wm_x1": -1, "wm_y1": -1}
 
 
 def _to_source(box: tuple[float, float, float, float], clip: ClipFrames) -> tuple[int, int, int, int]:
@@ -154,7 +155,7 @@ def _score_persistence(clip: ClipFrames, cfg: WatermarkConfig) -> dict[str, obje
         s = min(max(excess / cfg.ref_density, 0.0), 1.0) * min(max((ratio - 1.0) / (cfg.ratio_ref - 1.0), 0.0), 1.0)
         if s > best_score:
             best_score, best = s, (ys, xs, labels == lab)
-    if best is None or best_score < cfg.score_threshold:
+    if best is None:
         return _none(best_score)
     # The overlay may straddle the corner region: grow the blob within the frame quadrant holding that corner.
     ys, xs, blob = best
@@ -177,7 +178,7 @@ def _score_persistence(clip: ClipFrames, cfg: WatermarkConfig) -> dict[str, obje
     )
     best_box = (best_box[0] + ox0, best_box[1] + oy0, best_box[2] + ox0, best_box[3] + oy0)
     x0, y0, x1, y1 = _to_source(best_box, clip)
-    return {"has_watermark": True, "watermark_score": float(best_score), "wm_x0": x0, "wm_y0": y0, "wm_x1": x1, "wm_y1": y1}
+    return {"watermark_score": float(best_score), "wm_x0": x0, "wm_y0": y0, "wm_x1": x1, "wm_y1": y1}
 
 
 @functools.lru_cache(maxsize=2)
@@ -204,14 +205,14 @@ def _score_yolo(clip: ClipFrames, cfg: WatermarkConfig) -> dict[str, object]:
             continue
         if best is None or conf > best[0]:
             best = (float(conf), xyxy)
-    if best is None or best[0] < cfg.yolo_conf:
-        return _none(best[0] if best else 0.0)
+    if best is None:
+        return _none()
     x0, y0, x1, y1 = _to_source(tuple(best[1]), clip)
-    return {"has_watermark": True, "watermark_score": best[0], "wm_x0": x0, "wm_y0": y0, "wm_x1": x1, "wm_y1": y1}
+    return {"watermark_score": best[0], "wm_x0": x0, "wm_y0": y0, "wm_x1": x1, "wm_y1": y1}
 
 
 def score(clip: ClipFrames, cfg: WatermarkConfig) -> dict[str, object]:
-    """Watermark flag, score in [0, 1] and box in source pixels (-1 when none). See the module docstring."""
+    """Watermark score in [0, 1] and the candidate box in source pixels (-1 when none); no decision (select)."""
     if cfg.backend == "yolo":
         return _score_yolo(clip, cfg)
     return _score_persistence(clip, cfg)

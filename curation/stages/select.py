@@ -1,7 +1,10 @@
 """Stage 8, select: join every stage's stored scores per clip, apply the YAML thresholds, write ``curated``.
 
 Nothing is recomputed here: changing a threshold means re-running ``select`` alone (seconds), as Data-Juicer's
-compute-stats / process split allows. Each rejected clip lists every reason, not just the first.
+compute-stats / process split allows. The scorers store statistics only; the motion tier and the watermark flag are
+decided here too (``curation.stages.decisions``, thresholds in ``select.motion_tiers`` and
+``select.watermark_min_score``). Each rejected clip lists every reason, not just the first, and every clip lists
+the decisions that sat near a threshold (``near_threshold``).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import pyarrow as pa
 from curation.config import SelectConfig
 from curation.lake.schemas import CURATED, STAGE_FIELDS, STATUS_OK
 from curation.lake.tables import Lake
+from curation.stages import decisions as dec
 
 STAGE = "select"
 _CLIP_COLUMNS = ["clip_id", "video_id", "uri", "media_type", "start_frame", "end_frame", "duration_s", "width",
@@ -65,6 +69,13 @@ def _num(v: Any) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
+def _stage(row: dict[str, Any], stage: str) -> dict[str, Any] | None:
+    """A stage's values of a joined row: those of an ``ok`` row, or (hand-made rows without a status) as given."""
+    if f"{stage}.status" not in row:
+        return {k.split(".", 1)[1]: v for k, v in row.items() if k.startswith(f"{stage}.")}
+    return dec.stage_values(row, stage)
+
+
 def decide(row: dict[str, Any], stages: list[str], cfg: SelectConfig) -> tuple[list[str], tuple[int, int, int, int]]:
     """Reject reasons and crop box of one joined row. ``stages`` are the stage tables a clip must have a row in.
 
@@ -86,16 +97,17 @@ def decide(row: dict[str, Any], stages: list[str], cfg: SelectConfig) -> tuple[l
             reasons.append("too_short")
         if cfg.max_duration_s is not None and dur > cfg.max_duration_s:
             reasons.append("too_long")
-    if (v := g("borders.border_fraction")) is not None and v > cfg.max_border_fraction:
+    if dec.has_too_much_border(_stage(row, "borders"), cfg):
         reasons.append("border")
-    if (v := g("exposure.overexposure_score")) is not None and v > cfg.max_overexposure:
+    if dec.is_overexposed(_stage(row, "exposure"), cfg):
         reasons.append("overexposed")
-    if (v := g("blur.blur_score")) is not None and v > cfg.max_blur:
+    if dec.is_blurry(_stage(row, "blur"), cfg):
         reasons.append("blurry")
-    tier = row.get("motion.motion_tier")
+    tier = dec.motion_tier(dec.stage_values(row, "motion"), cfg)
     if tier is not None and tier in cfg.exclude_tiers:
         reasons.append(f"motion:{tier}")
-    if row.get("watermark.has_watermark") and cfg.reject_watermark:
+    watermark = dec.has_watermark(dec.stage_values(row, "watermark"), cfg)
+    if watermark and cfg.reject_watermark:
         reasons.append("watermark")
     if row.get("dedup.is_duplicate") and cfg.reject_near_duplicates:
         reasons.append("near_duplicate")
@@ -114,7 +126,7 @@ def decide(row: dict[str, Any], stages: list[str], cfg: SelectConfig) -> tuple[l
         crop = (int(row["borders.crop_x0"]), int(row["borders.crop_y0"]), int(row["borders.crop_x1"]),
                 int(row["borders.crop_y1"]))
     wm_x0 = g("watermark.wm_x0")
-    if row.get("watermark.has_watermark") and wm_x0 is not None and wm_x0 >= 0:
+    if watermark and wm_x0 is not None and wm_x0 >= 0:
         crop = crop_excluding(crop, (int(row["watermark.wm_x0"]), int(row["watermark.wm_y0"]),
                                      int(row["watermark.wm_x1"]), int(row["watermark.wm_y1"])))
     if min(crop[2] - crop[0], crop[3] - crop[1]) < cfg.min_short_side[cfg.train_stage]:
@@ -134,7 +146,8 @@ def select_rows(wide: pa.Table, stages: list[str], cfg: SelectConfig) -> list[di
                                    "duration_s", "width", "height")},
             **{k: row.get(k) for k in _LINEAGE},
             "crop_x0": crop[0], "crop_y0": crop[1], "crop_x1": crop[2], "crop_y1": crop[3],
-            "motion_tier": row.get("motion.motion_tier"), "keep": not reasons, "reject_reasons": reasons,
+            "motion_tier": dec.motion_tier(dec.stage_values(row, "motion"), cfg), "keep": not reasons,
+            "reject_reasons": reasons, "near_threshold": dec.near_thresholds(row, cfg),
             "scores_json": json.dumps(scores, sort_keys=True, default=float),
             "split": "pretrain" if not reasons else None,
         })

@@ -218,3 +218,73 @@ def apply_degradations(frame: np.ndarray, d: Degradations) -> np.ndarray:
         draw_texts(out, list(d.texts))
     apply_border(out, d.border)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Re-encoding: the same picture through another codec, quality, pixel format or size (decision-stability tests)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reencoding:
+    """One way to re-encode a video: encoder, pixel format and options, optional grayscale and size change."""
+
+    name: str
+    codec: str
+    pix_fmt: str
+    options: tuple[tuple[str, str], ...] = ()
+    gray: bool = False
+    size_delta: int = 0  # pixels added to width and height (-1: one pixel smaller each way)
+
+
+REENCODINGS: tuple[Reencoding, ...] = (
+    Reencoding("h264_crf16", "libx264", "yuv420p", (("crf", "16"), ("preset", "veryfast"))),
+    Reencoding("h264_crf30", "libx264", "yuv420p", (("crf", "30"), ("preset", "veryfast"))),
+    Reencoding("hevc_10bit", "libx265", "yuv420p10le",
+               (("crf", "24"), ("preset", "ultrafast"), ("x265-params", "log-level=error:pools=1:frame-threads=1"))),
+    Reencoding("vp9", "libvpx-vp9", "yuv420p",
+               (("crf", "34"), ("b", "0"), ("deadline", "realtime"), ("cpu-used", "8"), ("threads", "1"))),
+    Reencoding("grayscale", "libx264", "yuv420p", (("crf", "20"), ("preset", "veryfast")), gray=True),
+    # odd sizes need a chroma plane of full size: 4:4:4
+    Reencoding("size_minus_1px", "libx264", "yuv444p", (("crf", "20"), ("preset", "veryfast")), size_delta=-1),
+)
+
+
+def reencoding_available(r: Reencoding) -> str | None:
+    """None when PyAV's FFmpeg has ``r``'s encoder, else the reason it is missing."""
+    import av
+
+    return None if r.codec in av.codecs_available else f"encoder {r.codec} not in this PyAV build"
+
+
+def _reencoded_frame(bgr: np.ndarray, r: Reencoding, width: int, height: int) -> np.ndarray:
+    if r.gray:
+        g = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        bgr = cv2.cvtColor(g, cv2.COLOR_GRAY2BGR)
+    if bgr.shape[:2] != (height, width):
+        bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(bgr)
+
+
+def reencode_video(src: str, dst: str, r: Reencoding) -> int:
+    """Decode ``src`` and encode every frame into ``dst`` (mp4) as ``r`` says, one frame per source frame at
+    the source rate; returns the number of frames written."""
+    import av
+
+    n = 0
+    with av.open(src) as inp, av.open(dst, "w") as out:
+        vin = inp.streams.video[0]
+        rate = vin.average_rate or vin.guessed_rate or 24
+        width, height = vin.codec_context.width + r.size_delta, vin.codec_context.height + r.size_delta
+        stream = out.add_stream(r.codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, r.pix_fmt
+        stream.options = dict(r.options)
+        stream.codec_context.time_base = 1 / stream.codec_context.framerate
+        for frame in inp.decode(vin):
+            bgr = _reencoded_frame(frame.to_ndarray(format="bgr24"), r, width, height)
+            vf = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+            vf.pts, vf.time_base = n, stream.codec_context.time_base
+            out.mux(stream.encode(vf))
+            n += 1
+        out.mux(stream.encode(None))
+    return n

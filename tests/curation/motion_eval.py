@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from curation.media.frames import ClipFrames
 from curation.scorers.motion import TIERS, MotionConfig, analyse
+from curation.scorers.motion_rules import MotionTierRules, classify
 
 MAX_SIDE = 384
 SAMPLE_FPS = 8.0
@@ -60,6 +61,7 @@ def evaluate(out_dir: Path, cfg: MotionConfig | None = None, verbose: bool = Fal
         clip = segment_clip(cache[r["file"]], r["start_frame"], r["end_frame"], r["fps"], r["file"])
         t0 = time.perf_counter()
         res = analyse(clip, cfg)
+        res["motion_tier"] = classify(res, MotionTierRules())[0]  # select's rule, default thresholds
         pair_times.append((time.perf_counter() - t0) / max(1, clip.num_frames - 1))
         rows.append({**{k: r[k] for k in ("file", "start_frame", "motion_kind", "blurred", "overexposed", "logo",
                                           "border_top", "border_left", "text_strings", "width")}, **res})

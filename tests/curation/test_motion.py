@@ -11,12 +11,21 @@ from pydantic import ValidationError
 from curation.media.frames import ClipFrames
 from curation.scorers import motion
 from curation.scorers.motion import MotionConfig, score
+from curation.scorers.motion_rules import MotionTierRules, classify
 
 W, H = 320, 180
 SRC_FPS = 24.0
 STEP = 3  # source frames between samples: 8 fps sampling
 N = 17  # sampled frames (2 s)
-KEYS = {"camera_motion", "subject_motion", "moving_fraction", "num_movers", "shakiness", "motion_tier", "flow_backend"}
+KEYS = {"camera_motion", "subject_motion", "moving_fraction", "num_movers", "shakiness", "smooth_step", "num_pairs",
+        "flow_backend"}
+STATS = KEYS - {"num_pairs", "flow_backend"}
+RULES = MotionTierRules()  # select.motion_tiers defaults
+
+
+def tier_of(out: dict) -> str | None:
+    """The tier ``select`` derives from the stored statistics (None for images and one-frame clips)."""
+    return classify(out, RULES)[0] if out["num_pairs"] else None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -166,7 +175,8 @@ def cfg() -> MotionConfig:
 
 def _check_columns(out: dict) -> None:
     assert set(out) == KEYS
-    for k in KEYS - {"motion_tier", "flow_backend"}:
+    assert isinstance(out["num_pairs"], int)
+    for k in STATS:
         assert isinstance(out[k], float) and math.isfinite(out[k]), (k, out[k])
 
 
@@ -186,7 +196,7 @@ def _check_columns(out: dict) -> None:
 def test_tiers(make, tier, seed, cfg):
     out = score(make(seed), cfg)
     _check_columns(out)
-    assert out["motion_tier"] == tier, out
+    assert tier_of(out) == tier, out
     assert out["flow_backend"] == "dis"
 
 
@@ -195,8 +205,8 @@ def test_pan_speed_is_measured(vx, vy, cfg):
     out = score(seq_pan(0, vx, vy), cfg)
     expected = math.hypot(vx, vy) * SRC_FPS / W  # widths per second
     assert out["camera_motion"] == pytest.approx(expected, rel=0.08), out
-    assert out["motion_tier"] == "camera_driven"
-    assert out["shakiness"] < cfg.shaky_min_jitter / 4
+    assert tier_of(out) == "camera_driven"
+    assert out["shakiness"] < RULES.shaky_min_jitter / 4
     assert out["moving_fraction"] < 0.005
 
 
@@ -232,15 +242,15 @@ def test_black_borders_do_not_move(cfg):
     fr[:, :22] = 0
     fr[:, -22:] = 0
     out = score(clip_of(list(fr)), cfg)
-    assert out["motion_tier"] == "camera_driven", out
+    assert tier_of(out) == "camera_driven", out
     assert out["camera_motion"] == pytest.approx(3.0 * SRC_FPS / W, rel=0.1)
 
 
 def test_image_gets_zeros_and_no_tier(cfg):
     out = score(seq_image(), cfg)
     _check_columns(out)
-    assert out["motion_tier"] is None
-    assert all(out[k] == 0.0 for k in KEYS - {"motion_tier", "flow_backend"})
+    assert out["num_pairs"] == 0 and tier_of(out) is None
+    assert all(out[k] == 0.0 for k in STATS)
 
 
 def test_single_frame_video(cfg):
@@ -249,14 +259,14 @@ def test_single_frame_video(cfg):
                      source_height=H, frames=c.frames[:1], frame_indices=c.frame_indices[:1])
     out = score(one, cfg)
     _check_columns(out)
-    assert out["motion_tier"] is None
+    assert tier_of(out) is None
 
 
 def test_farneback_backend():
     cfg = MotionConfig(flow_backend="farneback")
     out = score(seq_pan(0, 3.0, 1.0), cfg)
     assert out["flow_backend"] == "farneback"
-    assert out["motion_tier"] == "camera_driven"
+    assert tier_of(out) == "camera_driven"
     assert out["camera_motion"] == pytest.approx(math.hypot(3, 1) * SRC_FPS / W, rel=0.1)
 
 
@@ -280,7 +290,7 @@ def test_raft_backend_with_local_weights(tmp_path):
     out = score(seq_pan(), MotionConfig(flow_backend="raft", raft_weights=str(path), raft_iters=2))
     _check_columns(out)
     assert out["flow_backend"] == "raft"
-    assert out["motion_tier"] in motion.TIERS
+    assert tier_of(out) in motion.TIERS
 
 
 def test_config_rejects_unknown_keys_and_ranges():
@@ -292,15 +302,17 @@ def test_config_rejects_unknown_keys_and_ranges():
         MotionConfig(moving_speed=-1.0)
     with pytest.raises(ValidationError):
         MotionConfig(flow_backend="lucas-kanade")
+    with pytest.raises(ValidationError):  # tier thresholds are select's (select.motion_tiers), not the scorer's
+        MotionConfig(camera_max_moving_fraction=0.02)
     with pytest.raises(ValidationError):
-        MotionConfig(camera_max_moving_fraction=2.0)
+        MotionTierRules(camera_max_moving_fraction=2.0)
     c = MotionConfig()
     assert c.flow_backend == "dis" and c.flow_width == 160 and c.raft_weights is None
     assert MotionConfig.model_validate(c.model_dump()) == c
 
 
 def test_stage_constants_and_schema():
-    assert motion.STAGE == "motion" and motion.VERSION == "1"
+    assert motion.STAGE == "motion" and motion.VERSION == "2"
     from curation.lake.schemas import STAGE_FIELDS
 
     assert {f.name for f in STAGE_FIELDS["motion"]} == KEYS
