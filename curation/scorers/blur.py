@@ -23,19 +23,19 @@ from curation.media.frames import ClipFrames, spread_indices
 from curation.scorers.borders import clip_analysis_crop
 
 STAGE = "blur"
-VERSION = "2"  # 2: at 160 px wide (codecs smooth the finest scale); blown-out frames judged on textured tiles
+VERSION = "3"  # 3: at 240 px wide (codecs smooth the finest scale); blown-out frames judged on textured tiles
 
 
 class BlurConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    working_width: int = Field(160, ge=32, le=4096, description="frames wider than this are resized to it")
+    working_width: int = Field(240, ge=32, le=4096, description="frames wider than this are resized to it")
     reference_var: float = Field(
-        28.0, gt=0.0, le=1e6, description="Laplacian variance at which blur_score is 0.5"
+        24.0, gt=0.0, le=1e6, description="Laplacian variance at which blur_score is 0.5"
     )
     slope: float = Field(2.0, gt=0.0, le=20.0, description="steepness of the logistic in log(laplacian_var)")
     max_frames: int = Field(64, ge=1, le=10_000, description="frames sampled uniformly for the analysis")
-    tile_size: int = Field(20, ge=0, le=1024, description="tile side (working px); 0: whole-frame variance")
+    tile_size: int = Field(30, ge=0, le=1024, description="tile side (working px); 0: whole-frame variance")
     tile_quantile: float = Field(0.5, ge=0.0, le=1.0, description="quantile of the per-tile variances")
     crop_borders: bool = Field(True, description="exclude black bars (borders.clip_analysis_crop) from the statistic")
     overexposed_fraction: float = Field(0.3, ge=0.0, le=1.0, description="frames with more luma >= 250 are blown out")

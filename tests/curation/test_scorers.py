@@ -468,7 +468,7 @@ def test_registry():
     for mod in (borders, exposure, blur, watermark, phash):
         scorer = SCORERS[mod.STAGE]
         assert scorer.score is mod.score and scorer.version == mod.VERSION
-        assert mod.VERSION == ("2" if mod in (blur, watermark) else "1")  # 2: statistics only / codec-robust blur
+        assert mod.VERSION == {blur: "3", watermark: "2"}.get(mod, "1")  # watermark: score only; blur: codec-robust
         assert mod.STAGE in STAGE_FIELDS
         scorer.config_cls()
 
