@@ -137,9 +137,13 @@ def _lake_for_split(tmp_path):
     dups = {ids[1]: ids[0], ids[3]: ids[2]}
     KeyedWriter(lake, "stages/semantic_dedup").append([
         {"clip_id": c, "is_duplicate": c in dups, "duplicate_of": dups.get(c), **ok} for c in ids])
-    tiers = ["optimal", "medium", "static"]
-    KeyedWriter(lake, "stages/motion").append([  # as the motion scorer does: an image has no tier
-        {"clip_id": c, "motion_tier": tiers[i % 3] if i < n_video else None, **ok} for i, c in enumerate(ids)])
+    # motion statistics that select's default rules read as optimal, medium, static; an image has no frame pairs
+    tiers = [{"camera_motion": 0.001, "subject_motion": 0.2, "moving_fraction": 0.05, "num_movers": 1.0},
+             {"camera_motion": 0.001, "subject_motion": 0.2, "moving_fraction": 0.05, "num_movers": 2.0},
+             {"camera_motion": 0.001, "subject_motion": 0.01, "moving_fraction": 0.001, "num_movers": 1.0}]
+    KeyedWriter(lake, "stages/motion").append([
+        {"clip_id": c, **(tiers[i % 3] if i < n_video else {}), "num_pairs": 12 if i < n_video else 0, **ok}
+        for i, c in enumerate(ids)])
     return lake, ids, cluster, quality, dups
 
 
