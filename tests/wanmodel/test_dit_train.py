@@ -1,0 +1,183 @@
+"""The DiT trainer on planted latents: it learns, checkpoints resume exactly, FSDP2 under Ray Train matches one
+process, and bad input fails before any step with a message naming the problem.
+
+The planted world: each caption (one of ``COLOURS``) has its own fixed latent pattern and text embedding; every
+latent row is that pattern (plus a small posterior variance), in two buckets of different shapes.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from curation.jobconfig import ConfigError
+from curation.lake.tables import KeyedWriter, Lake
+from wanmodel.models.vae_config import LATENT_MEAN, LATENT_STD
+from wanmodel.train.dit_config import DiTTrainConfig
+
+COLOURS = ("red", "green", "blue", "white")
+BUCKETS = {"img_4x4": (16, 1, 4, 4), "vid_4x6": (16, 2, 4, 6)}
+TEXT_DIM = 32  # the tiny DiT's text_dim
+
+
+def _pattern(colour: int, shape: tuple[int, ...]) -> np.ndarray:
+    g = np.random.default_rng(colour)
+    normalised = g.standard_normal(shape[:2] + (1, 1)).astype(np.float32) * np.ones(shape, np.float32)
+    mean = np.array(LATENT_MEAN[:shape[0]], np.float32).reshape(-1, 1, 1, 1)
+    std = np.array(LATENT_STD[:shape[0]], np.float32).reshape(-1, 1, 1, 1)
+    return normalised * std + mean  # what the VAE would store: normalises to a per-channel constant pattern
+
+
+def latent_row(latent_id: str, bucket: str, shape: tuple[int, ...], colour: int, text_key: str | None,
+               mean: np.ndarray | None = None) -> dict[str, Any]:
+    mean = _pattern(colour, shape) if mean is None else mean
+    return {"latent_id": latent_id, "clip_id": latent_id.split("@")[0], "bucket": bucket,
+            "media_type": "image" if shape[1] == 1 else "video", "vae_id": "planted",
+            "mean": mean.astype(np.float32).tobytes(), "logvar": np.full(shape, -8.0, np.float32).tobytes(),
+            "shape": list(shape), "dtype": "float32", "caption": f"a {COLOURS[colour]} square",
+            "text_key": text_key, "status": "ok"}
+
+
+def write_lake(root: Path, per_bucket: int = 8, buckets: dict[str, tuple[int, ...]] = BUCKETS,
+               extra_rows: list[dict[str, Any]] | None = None, skip_text: set[str] = frozenset()) -> Lake:
+    """``per_bucket`` rows in each bucket, colours cycling, and one text embedding per colour."""
+    lake = Lake(str(root))
+    rows = [latent_row(f"clip{b}_{i:03d}@{name}@planted", name, shape, i % len(COLOURS), f"key_{i % len(COLOURS)}")
+            for b, (name, shape) in enumerate(buckets.items()) for i in range(per_bucket)]
+    KeyedWriter(lake, "latents").append(rows + (extra_rows or []))
+    texts = []
+    for c, colour in enumerate(COLOURS):
+        if f"key_{c}" in skip_text:
+            continue
+        emb = np.random.default_rng(100 + c).standard_normal((3, TEXT_DIM)).astype(np.float32)
+        texts.append({"text_key": f"key_{c}", "text": f"a {colour} square", "encoder_id": "planted",
+                      "embedding": emb.tobytes(), "shape": [3, TEXT_DIM], "dtype": "float32", "status": "ok"})
+    KeyedWriter(lake, "text_embeddings").append(texts)
+    return lake
+
+
+def make_config(lake: Lake, tmp: Path, **over: Any) -> DiTTrainConfig:
+    base: dict[str, Any] = {"lake": lake.root, "buckets": list(BUCKETS), "steps": 6, "global_batch_size": 4,
+                            "seed": 3, "ray": False, "log_every": 1, "checkpoint_every": 3,
+                            "checkpoint_dir": str(tmp / "ckpt"), "metrics_dir": str(tmp / "metrics"),
+                            "optim": {"lr": 2e-3}, "peak_tflops": 0.1}
+    base.update(over)
+    return DiTTrainConfig(**base)
+
+
+def _metrics(directory: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------------------------- learning
+def test_tiny_dit_learns_planted_latents_and_exports(tmp_path: Path) -> None:
+    from wanmodel.models.dit_adapters import load_dit
+    from wanmodel.train.dit import train_dit
+
+    lake = write_lake(tmp_path / "lake")
+    cfg = make_config(lake, tmp_path, steps=80, checkpoint_every=40, log_every=10,
+                      export_dir=str(tmp_path / "export"), export_layouts=["ours", "official", "diffusers"],
+                      optim={"lr": 3e-3, "warmup_steps": 5, "ema_decay": 0.9})
+    result = train_dit(cfg)
+    losses = [result.losses[s] for s in sorted(result.losses)]
+    first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+    assert last < 0.6 * first, f"loss did not fall: first 10 steps {first:.3f}, last 10 {last:.3f}"
+    records = _metrics(tmp_path / "metrics")
+    assert [r["step"] for r in records] == list(range(10, 81, 10))
+    for key in ("loss", "tokens_per_s", "samples_per_s", "step_time_s", "peak_memory_gb", "mfu", "lr"):
+        assert all(math.isfinite(r[key]) and r[key] >= 0 for r in records), key
+    assert records[0]["lr"] == pytest.approx(3e-3)  # warmup over after 5 steps
+    assert list((tmp_path / "metrics" / "tb").glob("events.out.tfevents.*")), "no TensorBoard events"
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir() if p.name.startswith("step_")) == \
+        ["step_000040", "step_000080"]
+    assert sorted(Path(p).name for p in result.exported) == ["diffusers", "official", "ours"]
+    exported = load_dit(tmp_path / "export" / "official")
+    reloaded = load_dit(tmp_path / "export" / "ours")
+    for (name, a), (_, b) in zip(exported.state_dict().items(), reloaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert exported.head.head.weight.abs().max() > 0  # trained weights, not the zero-initialised head
+
+
+def test_non_finite_loss_skips_the_step_and_is_counted(tmp_path: Path) -> None:
+    from wanmodel.train.dit import train_dit
+
+    shape = BUCKETS["img_4x4"]
+    poisoned = np.full(shape, np.nan, np.float32)
+    lake = write_lake(tmp_path / "lake", per_bucket=6, buckets={"img_4x4": shape},
+                      extra_rows=[latent_row(f"nan_{i}@img_4x4@planted", "img_4x4", shape, 0, "key_0", poisoned)
+                                  for i in range(2)])
+    cfg = make_config(lake, tmp_path, buckets=["img_4x4"], steps=4, global_batch_size=2, checkpoint_dir=None)
+    result = train_dit(cfg)  # one epoch of 4 batches of 2: the 2 NaN rows spoil 1 or 2 of them
+    nan_steps = [s for s, v in result.losses.items() if not math.isfinite(v)]
+    assert nan_steps and result.skipped == len(nan_steps)
+    finite = [v for v in result.losses.values() if math.isfinite(v)]
+    assert len(finite) >= 2  # the later clean batches still train: the skipped steps did not poison the weights
+    assert _metrics(tmp_path / "metrics")[-1]["skipped"] == result.skipped
+
+
+# ------------------------------------------------------------------------------------------- exact resume
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path) -> None:
+    from wanmodel.train.dit import train_dit
+
+    lake = write_lake(tmp_path / "lake")
+    full = train_dit(make_config(lake, tmp_path / "a", steps=8, checkpoint_every=4,
+                                 optim={"lr": 2e-3, "ema_decay": 0.5}))
+    first = train_dit(make_config(lake, tmp_path / "b", steps=4, checkpoint_every=4,
+                                  optim={"lr": 2e-3, "ema_decay": 0.5}))
+    resumed = train_dit(make_config(lake, tmp_path / "b", steps=8, checkpoint_every=4,
+                                    optim={"lr": 2e-3, "ema_decay": 0.5}))
+    assert resumed.start_step == 4
+    assert {**first.losses, **resumed.losses} == full.losses  # bit for bit
+
+
+def test_stage_change_takes_weights_only(tmp_path: Path) -> None:
+    from wanmodel.train.dit import train_dit
+
+    lake = write_lake(tmp_path / "lake")
+    train_dit(make_config(lake, tmp_path / "s1", buckets=["img_4x4"], steps=4))
+    nxt = train_dit(make_config(lake, tmp_path / "s2", buckets=["vid_4x6"], steps=2,
+                                init_from=str(tmp_path / "s1" / "ckpt")))
+    fresh = train_dit(make_config(lake, tmp_path / "s3", buckets=["vid_4x6"], steps=2))
+    assert nxt.start_step == 0 and sorted(nxt.losses) == [1, 2]  # a new data position and schedule
+    assert nxt.losses[1] != fresh.losses[1]  # but the trained weights
+
+
+# -------------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("case,message", [
+    ("empty_bucket", "bucket 'vid_4x6' has no data"),
+    ("missing_text", "has no embedding: text_key 'key_2'"),
+    ("wrong_shape", "latent 'odd@img_4x4@planted' of bucket 'img_4x4' has shape [16, 1, 6, 6], expected [16, 1, 4, 4]"),
+    ("parallel_sizes", "parallel sizes do not multiply to the world size"),
+    ("wrong_channels", "do not fit the DiT, which takes [16, F, H, W]"),
+])
+def test_bad_input_fails_before_any_step(tmp_path: Path, case: str, message: str) -> None:
+    from wanmodel.train.dit import train_dit
+
+    over: dict[str, Any] = {}
+    if case == "empty_bucket":
+        lake = write_lake(tmp_path / "lake", buckets={"img_4x4": BUCKETS["img_4x4"]})
+    elif case == "missing_text":
+        lake = write_lake(tmp_path / "lake", skip_text={"key_2"})
+    elif case == "wrong_shape":
+        lake = write_lake(tmp_path / "lake", extra_rows=[latent_row("odd@img_4x4@planted", "img_4x4",
+                                                                    (16, 1, 6, 6), 0, "key_0")])
+    elif case == "wrong_channels":
+        lake = write_lake(tmp_path / "lake", buckets={"img_4x4": (8, 1, 4, 4), "vid_4x6": BUCKETS["vid_4x6"]})
+    else:
+        lake = write_lake(tmp_path / "lake")
+        over = {"ray": True, "num_workers": 2, "parallel": {"dp_replicate": 2, "fsdp": 2}}
+    cfg = make_config(lake, tmp_path, **over)
+    with pytest.raises((ConfigError, ValueError), match=_escape(message)):
+        train_dit(cfg)
+    assert not (tmp_path / "metrics" / "metrics.jsonl").exists()  # failed before the first step
+
+
+def _escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
