@@ -58,7 +58,11 @@ class PerceptualLoss(nn.Module):
             raise ValueError(f"perceptual network must be 'vgg16', got {network!r}")
         from torchvision.models import vgg16  # the only torchvision use; loaded here, not at import
 
-        trunk = vgg16(weights=None).features[: VGG16_TAPS[-1] + 1]
+        with torch.random.fork_rng(devices=[]):
+            # a random trunk (tests) is the same in every run, whatever was drawn before it: a resumed run loads
+            # its VAE on the meta device and draws nothing where a fresh run initialises one
+            torch.manual_seed(0)
+            trunk = vgg16(weights=None).features[: VGG16_TAPS[-1] + 1]
         if weights is not None:
             trunk.load_state_dict(_read_vgg_trunk(Path(weights), len(trunk)))
         self.trunk = trunk.eval().requires_grad_(False)
