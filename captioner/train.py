@@ -386,8 +386,9 @@ def train_captioner_ray(cfg: CaptionTrainConfig, num_workers: int = 1, use_gpu: 
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, logging_level="WARNING")
+    from curation.ray_runtime import ensure_ray
+
+    ensure_ray()  # the embedded Ray (or the cluster that runs this under Ray Jobs), never a stale recorded one
     if cfg.source == "clips":
         rows = [e.__dict__ for e in read_clip_examples(cfg.lake, cfg.captions_table)]
         dataset = ray.data.from_items(rows)

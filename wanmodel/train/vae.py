@@ -456,7 +456,6 @@ def train_vae_ray(cfg: VAETrainConfig, num_workers: int = 1, use_gpu: bool = Fal
     reported with ``ray.train.report`` every ``log_every`` steps; each checkpoint written is reported with them
     and persisted under ``storage_path`` (default ``<checkpoint_dir>/ray``, else Ray's default).
     """
-    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -464,8 +463,9 @@ def train_vae_ray(cfg: VAETrainConfig, num_workers: int = 1, use_gpu: bool = Fal
 
     records = read_clip_records(cfg.lake, allow_uncurated=cfg.allow_uncurated)  # fails fast on an empty lake
     train_records, _ = split_records(records, cfg.eval_clips, cfg.seed)
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, logging_level="WARNING")
+    from curation.ray_runtime import ensure_ray
+
+    ensure_ray()  # the embedded Ray (or the cluster that runs this under Ray Jobs), never a stale recorded one
     per_epoch = max(len(train_records), cfg.batch_size * num_workers)
     dataset = ray_clip_dataset(train_records, num_frames=cfg.num_frames, size=cfg.hw, seed=cfg.seed,
                                num_samples=min(per_epoch * 4, cfg.steps * cfg.batch_size * num_workers) or per_epoch)
