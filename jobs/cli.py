@@ -12,6 +12,7 @@
   wan sample --prompt TEXT --out DIR [--random-tiny]     sample videos/images (t2v, t2i, i2v) with a Wan DiT
   wan sample-batch --config FILE                         batch sampling into the lake's samples table (jobs.sample)
   wan caption --config FILE [--set k=v]                 caption curated clips into the captions table (jobs.caption)
+  wan encode --config FILE [--stage S] [--set k=v]      latents + text_embeddings training caches (jobs.encode)
 """
 from __future__ import annotations
 
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                        ("ratings", "quality ratings: todo / import"),
                        ("vae", "Wan-VAE tools: vae roundtrip IN OUT"), ("sample", "sample with a Wan DiT"),
                        ("sample-batch", "batch sampling into the samples table"),
-                       ("caption", "caption curated clips into the captions table")):
+                       ("caption", "caption curated clips into the captions table"),
+                       ("encode", "VAE latents and umT5 caption embeddings for training (jobs.encode)")):
         sub.add_parser(name, help=text, add_help=False)
     p = sub.add_parser("demo", help="end-to-end demo on generated media")
     p.add_argument("--out", default="out/demo")
@@ -138,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         from jobs.caption import main as caption_main
 
         return caption_main(argv[1:])
+    if argv and argv[0] == "encode":
+        from jobs.encode import main as encode_main
+
+        return encode_main(argv[1:])
     if argv and argv[0] == "sample-batch":
         from jobs.sample import main as sample_job_main
 
