@@ -1,0 +1,132 @@
+"""The machine a benchmark run measures, and its two ceilings measured in the same run: dense matmul TFLOP/s and
+device memory-copy bandwidth, so every figure of ``perf/gpu.sh`` can be read against what this very card does.
+
+    python -m perf.gpu_info [--device cuda|cpu] [--smoke] [--out perf/results/gpu_info.json]
+
+- matmul: ``n x n @ n x n`` (bf16 on CUDA, float32 on CPU, where bf16 GEMMs are not what the CPU does best),
+  ``2 n^3`` FLOPs per call; one warm-up call, then the best and median of ``--repeat`` timed calls (CUDA events).
+  The best is the ceiling: it is what the card can do, and the figures below it are what our code gets of it.
+- copy: ``dst.copy_(src)`` of ``--copy-mb`` MiB; 2 x bytes (read + write) per call, best and median.
+- nominal: the figures measured on the lent H100 before (``shared/notes/ENVIRONMENT.md``: bf16 dense matmul about
+  790 TFLOP/s, device copy 3-4.3 TB/s), for the ratio of this run's ceiling to them.
+
+Imports torch only. Writes JSON and prints a short table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+NOMINAL_MATMUL_TFLOPS = 790.0  # bf16 dense matmul, the lent H100 (shared/notes/ENVIRONMENT.md)
+NOMINAL_COPY_GBS = 3350.0  # the H100 SXM's HBM3 figure; measured copies there ran 3-4.3 TB/s
+
+
+def time_calls(fn: Callable[[], Any], *, repeat: int, device: str) -> list[float]:
+    """Seconds of each of ``repeat`` calls after one warm-up call (CUDA: events, so no host overhead)."""
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(repeat):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        return times
+    times = []
+    for _ in range(repeat):
+        begin = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - begin)
+    return times
+
+
+def matmul_ceiling(device: str, n: int, repeat: int) -> dict[str, Any]:
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    times = time_calls(lambda: torch.matmul(a, b, out=out), repeat=repeat, device=device)
+    flops = 2 * n**3
+    return {"dtype": str(dtype).removeprefix("torch."), "n": n, "runs_s": times,
+            "tflops": flops / min(times) / 1e12, "median_tflops": flops / statistics.median(times) / 1e12}
+
+
+def copy_ceiling(device: str, megabytes: int, repeat: int) -> dict[str, Any]:
+    numel = megabytes * 2**20 // 4
+    src = torch.ones(numel, device=device, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    times = time_calls(lambda: dst.copy_(src), repeat=repeat, device=device)
+    moved = 2 * numel * 4
+    return {"megabytes": megabytes, "runs_s": times, "gbs": moved / min(times) / 1e9,
+            "median_gbs": moved / statistics.median(times) / 1e9}
+
+
+def machine(device: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
+                            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                            "threads": torch.get_num_threads()}
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update({"name": props.name, "cuda": torch.version.cuda, "capability": f"{props.major}.{props.minor}",
+                     "total_memory_mb": props.total_memory / 2**20, "multiprocessors": props.multi_processor_count})
+    else:
+        info["name"] = info["cpu"]
+        info["total_memory_mb"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    return info
+
+
+def measure(device: str, *, smoke: bool) -> dict[str, Any]:
+    sizes = {"n": 256, "copy_mb": 32, "repeat": 3} if smoke else {"n": 8192, "copy_mb": 2048, "repeat": 50}
+    result = machine(device)
+    result["matmul"] = matmul_ceiling(device, sizes["n"], sizes["repeat"])
+    result["copy"] = copy_ceiling(device, sizes["copy_mb"], sizes["repeat"])
+    result["nominal"] = {"matmul_tflops": NOMINAL_MATMUL_TFLOPS, "copy_gbs": NOMINAL_COPY_GBS}
+    result["smoke"] = smoke
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"{result['name']} ({result['device']}), torch {result['torch']}"
+          + (f", CUDA {result['cuda']}, {result['total_memory_mb'] / 1024:.1f} GiB" if result["device"] == "cuda"
+             else f", {result['threads']} threads"))
+    matmul, copy = result["matmul"], result["copy"]
+    print(f"  matmul {matmul['dtype']} {matmul['n']}^3: {matmul['tflops']:.4g} TFLOP/s best, "
+          f"{matmul['median_tflops']:.4g} median ({matmul['tflops'] / NOMINAL_MATMUL_TFLOPS:.1%} of the nominal "
+          f"{NOMINAL_MATMUL_TFLOPS:.0f})")
+    print(f"  copy {copy['megabytes']} MiB: {copy['gbs']:.4g} GB/s best, {copy['median_gbs']:.4g} median "
+          f"({copy['gbs'] / NOMINAL_COPY_GBS:.1%} of the nominal {NOMINAL_COPY_GBS:.0f})")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cuda", "cpu"],
+                        default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI): checks the code path only")
+    parser.add_argument("--out", default="perf/results/gpu_info.json")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch sees no GPU")
+    result = measure(args.device, smoke=args.smoke)
+    print_table(result)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

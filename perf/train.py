@@ -1,0 +1,280 @@
+"""DiT training-step throughput in a plain single-process PyTorch loop: tokens/s, samples/s, step time, peak
+memory and MFU from the analytic FLOP count.
+
+    python -m perf.train                     # CPU: tiny and 1.3B cut to 2 blocks, 5 frames of 128x128
+    python -m perf.train --device cuda --config 1.3B --frames 81 --height 480 --width 832   # the 480p stage
+    options: [--layers N] [--batch 1] [--text-tokens 512] [--steps 5] [--warmup 2] [--lr 1e-4]
+             [--no-activation-checkpointing] [--offload-activations] [--attention-backend auto|sdpa|flash|sage]
+             [--peak-tflops 790] [--threads N] [--out perf/results/train.json]
+
+One step, what a trainer does: zero the gradients, flow-matching MSE (``flow_matching_loss``: logit-normal sigma,
+Gaussian noise) of the DiT on random latents and text embeddings, under bf16 autocast on CUDA (float32 weights,
+the model's own float32 islands) and in float32 on CPU; backward; gradient clipping at 1.0; AdamW (fused on
+CUDA). Activation checkpointing per block is applied as the distributed trainer applies it, through
+``parallelize_dit(model, None, ParallelPlan(...))``; ``--offload-activations`` keeps the saved block inputs in
+(pinned) CPU memory (``activation_offload``). The model has the official initialisation (``WanDiT.from_config``,
+built on the device). ``--frames/--height/--width`` are pixels; the latents are the Wan-VAE's grid of them, so
+81x480x832 is 21x60x104 latents = 32,760 tokens (``perf.dit`` explains).
+
+- Time: ``--warmup`` untimed steps, then the median of ``--steps`` timed steps (synchronised on CUDA).
+- tokens/s = batch x video tokens / step time; samples/s = batch / step time.
+- MFU: model FLOPs per step (3 x the forward matmul FLOPs of ``perf.dit.forward_flops``, the one counting
+  function) / step time / ``--peak-tflops`` (790: the bf16 dense matmul the lent H100 measured; ``perf/gpu.sh``
+  also rates it against the ceiling measured in the same run). HFU adds the recomputed forward of activation
+  checkpointing (4 x forward): what the hardware actually executed.
+- Peak memory: CUDA ``max_memory_allocated`` over the timed steps (weights, gradients, AdamW state and
+  activations: the whole working set of one worker); CPU the process's peak resident set over the timed steps
+  (``VmHWM`` after a ``clear_refs`` reset; includes the torch runtime).
+
+The hook for the distributed trainer: ``time_train_step(step, device=..., warmup=..., steps=...)`` times any
+zero-argument step callable the same way (a Ray Train / FSDP2 step of ``wanmodel.train``, say), and
+``throughput(case, timing, peak_tflops)`` turns the timing into the same figures, so the Ray/FSDP path can be set
+against ``plain_step`` on the same data in the same run. Imports torch, einops (through the model) and this
+repository's ``wanmodel`` only: no Ray, Lance or diffusers.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from perf.dit import PEAK_TFLOPS, Case, forward_flops, num_tokens
+from perf.vae import _machine, _proc_status_kb
+from wanmodel.diffusion.flow_matching import flow_matching_loss
+from wanmodel.models.dit import WanDiT
+from wanmodel.parallel.parallelize import ParallelPlan, activation_offload, parallelize_dit
+
+CPU_CASES = (("tiny", None), ("1.3B", 2))
+
+
+@dataclass(frozen=True)
+class TrainCase:
+    config: str
+    layers: int | None
+    frames: int
+    height: int
+    width: int
+    batch: int = 1
+    text_tokens: int = 512
+    device: str = "cpu"
+    activation_checkpointing: bool = True
+    offload_activations: bool = False
+    attention_backend: str = "auto"
+
+    @property
+    def shape(self) -> Case:
+        """The same shape as a ``perf.dit`` case (config, latent grid, label)."""
+        return Case(config=self.config, layers=self.layers, frames=self.frames, height=self.height,
+                    width=self.width, batch=self.batch, text_tokens=self.text_tokens, device=self.device)
+
+
+# ------------------------------------------------------------------------------------------- the loop
+def build_training(case: TrainCase, *, lr: float, seed: int = 0) -> tuple[WanDiT, torch.optim.Optimizer]:
+    """Float32 model on the device, checkpointing as ``parallelize_dit`` applies it, and AdamW."""
+    torch.manual_seed(seed)
+    model = WanDiT.from_config(case.shape.dit_config, device=case.device, attention_backend=case.attention_backend)
+    plan = ParallelPlan(activation_checkpointing=case.activation_checkpointing,
+                        offload_activations=case.offload_activations)
+    model = parallelize_dit(model.train(), None, plan)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0.01,
+                                  fused=case.device == "cuda")
+    return model, optimizer
+
+
+def make_batch(case: TrainCase, seed: int = 1) -> dict[str, torch.Tensor]:
+    """Random clean latents [B, 16, F, H, W] and text embeddings [B, L, text_dim] on the device."""
+    generator = torch.Generator().manual_seed(seed)
+    config = case.shape.dit_config
+    latents = torch.randn(case.batch, 16, *case.shape.latent_grid, generator=generator)
+    context = torch.randn(case.batch, case.text_tokens, config.text_dim, generator=generator)
+    return {"latents": latents.to(case.device), "context": context.to(case.device)}
+
+
+def plain_step(model: WanDiT, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], case: TrainCase,
+               *, clip_norm: float = 1.0, seed: int = 2) -> Callable[[], torch.Tensor]:
+    """One training step of the plain loop as a zero-argument callable returning the (device) loss."""
+    generator = torch.Generator(device=case.device).manual_seed(seed)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if case.device == "cuda"
+                else contextlib.nullcontext())
+
+    def step() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast, activation_offload(case.offload_activations):
+            loss = flow_matching_loss(model, batch["latents"], generator=generator, context=batch["context"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        optimizer.step()
+        return loss.detach()
+    return step
+
+
+# ------------------------------------------------------------------------------------ the timing hook
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _reset_peak(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # resets VmHWM to the current RSS
+
+
+def _peak_mb(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return _proc_status_kb("VmHWM") / 1024
+
+
+def time_train_step(step: Callable[[], Any], *, device: str, warmup: int = 2, steps: int = 5) -> dict[str, Any]:
+    """Time any zero-argument training step: ``warmup`` untimed calls, then ``steps`` timed ones (synchronised),
+    with the peak memory over the timed calls. The hook through which the distributed trainer's step is compared
+    with ``plain_step``. Returns step times, their median, the peak MB and the losses the step returned."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    gc.collect()
+    _reset_peak(device)
+    times, losses = [], []
+    for _ in range(steps):
+        _sync(device)
+        begin = time.perf_counter()
+        loss = step()
+        _sync(device)
+        times.append(time.perf_counter() - begin)
+        losses.append(loss)
+    return {"step_s": statistics.median(times), "min_step_s": min(times), "runs_s": times,
+            "peak_mb": _peak_mb(device),
+            "losses": [float(loss) for loss in losses if loss is not None]}
+
+
+def throughput(case: TrainCase, timing: dict[str, Any], peak_tflops: float) -> dict[str, Any]:
+    """tokens/s, samples/s, model TFLOP/s, MFU and HFU of a timed step of ``case``'s shape."""
+    shape = case.shape
+    config = shape.dit_config
+    forward = forward_flops(config, shape.latent_grid, batch=case.batch, text_len=config.text_len)
+    model_flops = 3 * forward
+    hardware_flops = (4 if case.activation_checkpointing else 3) * forward
+    step_s = timing["step_s"]
+    return {"tokens": case.batch * num_tokens(config, shape.latent_grid),
+            "tokens_per_s": case.batch * num_tokens(config, shape.latent_grid) / step_s,
+            "samples_per_s": case.batch / step_s, "forward_gflop": forward / 1e9,
+            "model_tflops": model_flops / step_s / 1e12, "mfu": model_flops / step_s / 1e12 / peak_tflops,
+            "hfu": hardware_flops / step_s / 1e12 / peak_tflops}
+
+
+# --------------------------------------------------------------------------------------------- driver
+def run_case(case: TrainCase, *, warmup: int, steps: int, lr: float, peak_tflops: float) -> dict[str, Any]:
+    """Build, time and rate one case; an out-of-memory is recorded in the result, not raised."""
+    result: dict[str, Any] = {"case": case.shape.label, **asdict(case), "latent_grid": list(case.shape.latent_grid),
+                              "num_layers": case.shape.dit_config.num_layers}
+    try:
+        model, optimizer = build_training(case, lr=lr)
+        result["parameters"] = sum(param.numel() for param in model.parameters())
+        timing = time_train_step(plain_step(model, optimizer, make_batch(case), case), device=case.device,
+                                 warmup=warmup, steps=steps)
+    except torch.OutOfMemoryError as error:
+        result["error"] = f"out of memory: {str(error).splitlines()[0]}"
+        return result
+    finally:
+        model = optimizer = None  # noqa: F841 -- free before the next case
+        gc.collect()
+        if case.device == "cuda":
+            torch.cuda.empty_cache()
+    result.update(timing)
+    result.update(throughput(case, timing, peak_tflops))
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    machine = result["machine"]
+    print(f"DiT training step, plain loop, on {result['device']} ({machine.get('gpu', machine['cpu'])}, torch "
+          f"{result['torch']}, "
+          f"{result['threads']} threads, median of {result['steps']} steps after {result['warmup']})")
+    print(f"{'case':>16} {'tokens':>6} {'AC':>3} {'step s':>8} {'tokens/s':>9} {'samples/s':>9} {'TFLOP/s':>8} "
+          f"{'MFU':>6} {'HFU':>6} {'peak MB':>9} {'loss':>8}")
+    for case in result["cases"]:
+        if "error" in case:
+            print(f"{case['case']:>16} {case['error']}")
+            continue
+        print(f"{case['case']:>16} {case['tokens']:>6} {'on' if case['activation_checkpointing'] else 'off':>3} "
+              f"{case['step_s']:>8.3f} {case['tokens_per_s']:>9.1f} {case['samples_per_s']:>9.3f} "
+              f"{case['model_tflops']:>8.4g} {case['mfu']:>6.1%} {case['hfu']:>6.1%} {case['peak_mb']:>9.1f} "
+              f"{case['losses'][-1]:>8.4f}")
+    print(f"MFU: 3 x analytic forward matmul FLOPs / step time / {result['peak_tflops']:g} TFLOP/s; HFU counts the "
+          f"recomputed forward too (4 x with activation checkpointing)")
+    print(f"memory: {result['memory_method']}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="DiT config name (default: the CPU cases tiny and 1.3B[2 blocks])")
+    parser.add_argument("--layers", type=int, help="cut the config to this many blocks")
+    parser.add_argument("--frames", type=int, default=5, help="video frames (1 + 4k)")
+    parser.add_argument("--height", type=int, default=128, help="pixels (multiple of 16)")
+    parser.add_argument("--width", type=int, default=128, help="pixels (multiple of 16)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--text-tokens", type=int, default=512, help="prompt tokens (at most 512)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--attention-backend", default="auto", choices=["auto", "sdpa", "flash", "sage"])
+    parser.add_argument("--no-activation-checkpointing", action="store_true")
+    parser.add_argument("--offload-activations", action="store_true", help="saved activations in CPU memory")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--peak-tflops", type=float, default=PEAK_TFLOPS, help="MFU ceiling")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out", default="perf/results/train.json")
+    args = parser.parse_args(argv)
+    if not 1 <= args.text_tokens <= 512:
+        parser.error(f"--text-tokens must be in [1, 512], got {args.text_tokens}")
+    if args.steps < 1 or args.warmup < 0:
+        parser.error("--steps must be >= 1 and --warmup >= 0")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch sees no GPU")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    specs = ((args.config, args.layers),) if args.config else CPU_CASES
+    cases = [TrainCase(config=name, layers=layers, frames=args.frames, height=args.height, width=args.width,
+                       batch=args.batch, text_tokens=args.text_tokens, device=args.device,
+                       activation_checkpointing=not args.no_activation_checkpointing,
+                       offload_activations=args.offload_activations, attention_backend=args.attention_backend)
+             for name, layers in specs]
+    for case in cases:
+        case.shape.latent_grid  # noqa: B018 -- a bad frame count or size fails here, before any model is built
+    result = {
+        "device": args.device, "machine": _machine(args.device), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "steps": args.steps, "warmup": args.warmup, "lr": args.lr,
+        "peak_tflops": args.peak_tflops, "precision": "bf16 autocast" if args.device == "cuda" else "float32",
+        "memory_method": ("cuda max_memory_allocated over the timed steps (weights, grads, AdamW state, activations)"
+                          if args.device == "cuda" else "peak resident set (VmHWM) of the process over the timed "
+                                                        "steps, torch runtime included"),
+        "cases": [run_case(case, warmup=args.warmup, steps=args.steps, lr=args.lr, peak_tflops=args.peak_tflops)
+                  for case in cases],
+    }
+    print_table(result)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

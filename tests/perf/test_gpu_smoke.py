@@ -1,0 +1,133 @@
+"""``perf/gpu.sh --smoke``: every step runs on the CPU at tiny sizes with only torch, einops and safetensors
+importable (what the lent GPU box has, less its extras), and the summary holds every figure, finite and positive.
+
+The smoke runs in a subprocess whose interpreters load a ``sitecustomize`` that hides the modules the GPU box lacks,
+the extras it has (so torch, einops and safetensors alone are proven enough) and this project's CPU-side packages:
+an import of any of them fails there, so a step that pulled one in would fail and its figures would be missing.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BLOCKED = ("ray", "lance", "diffusers", "open_clip", "vllm", "curation", "captioner", "jobs", "av", "pyarrow", "cv2",
+           "transformers", "timm", "torchvision", "sklearn", "ultralytics", "onnxruntime", "rapidocr_onnxruntime")
+SITECUSTOMIZE = f'''
+import sys
+
+_BLOCKED = {set(BLOCKED)!r}
+
+
+class _Hide:
+    """Wraps a meta-path finder so the blocked top-level packages are not found: absent, as on the GPU box
+    (``import`` raises ModuleNotFoundError, ``importlib.util.find_spec`` returns None)."""
+
+    def __init__(self, finder):
+        self._finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in _BLOCKED:
+            return None
+        find = getattr(self._finder, "find_spec", None)
+        return find(name, path, target) if find is not None else None
+
+    def __getattr__(self, attribute):
+        return getattr(self._finder, attribute)
+
+
+sys.meta_path[:] = [_Hide(finder) for finder in sys.meta_path]
+'''
+SMOKE_FIGURES = {
+    "matmul_tflops", "copy_gbs",
+    *(f"dit.sdpa.{op}.{kind}" for op in ("fwd", "train") for kind in ("s", "tflops")),
+    *(f"vae.{clip}.{op}.{kind}" for clip in ("short", "long") for op in ("encode", "decode")
+      for kind in ("s", "frames_per_s")),
+    *(f"train.{key}" for key in ("step_s", "tokens_per_s", "samples_per_s", "model_tflops", "peak_mb")),
+}
+
+
+def blocked_env(tmp: Path) -> dict[str, str]:
+    site = tmp / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    return {**os.environ, "PYTHONPATH": str(site), "PYTHON": sys.executable}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    tmp = tmp_path_factory.mktemp("gpu_smoke")
+    out = tmp / "results"
+    done = subprocess.run(["bash", str(REPO / "perf" / "gpu.sh"), "--smoke", "--out", str(out)], cwd=REPO,
+                          env=blocked_env(tmp), capture_output=True, text=True, timeout=420, check=False)
+    return done, out
+
+
+def test_blocker_makes_installed_modules_absent(tmp_path: Path) -> None:
+    """Not vacuous: ray, lance, diffusers and open_clip are installed here, and a child interpreter under the
+    blocker cannot import them and does not find them."""
+    assert all(importlib.util.find_spec(name) is not None for name in ("ray", "lance", "diffusers", "open_clip"))
+    probe = ("import importlib.util\n"
+             "assert importlib.util.find_spec('ray') is None and importlib.util.find_spec('open_clip') is None\n"
+             "import torch, einops, safetensors, wanmodel.models.dit\n"
+             "import lance\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=blocked_env(tmp_path), capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == "ModuleNotFoundError: No module named 'lance'"
+
+
+@pytest.mark.slow
+def test_smoke_writes_every_figure(smoke: tuple[subprocess.CompletedProcess, Path]) -> None:
+    """Under the blocker (only torch-side packages importable) every step runs and every figure is there."""
+    done, out = smoke
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((out / "gpu.json").read_text())
+    assert summary["ok"] and summary["smoke"] and not summary["missing"]
+    names = {figure["name"] for figure in summary["figures"]}
+    assert names == SMOKE_FIGURES
+    for figure in summary["figures"]:
+        assert math.isfinite(figure["value"]) and figure["value"] > 0, figure
+        if figure["ceiling"] is not None:
+            assert figure["ratio"] == pytest.approx(figure["value"] / figure["ceiling"])
+    rates = [figure for figure in summary["figures"]
+             if figure["unit"] == "TFLOP/s" and figure["name"] != "matmul_tflops"]
+    measured = summary["ceilings"]["matmul_tflops"]
+    assert rates and all(figure["ceiling"] == measured for figure in rates)  # rated against this run's ceiling
+    statuses = {step["step"]: step["status"] for step in summary["steps"]}
+    assert statuses == {"gpu_info": "ok", "dit_sdpa": "ok", "dit_flash": "skipped", "dit_sage": "skipped",
+                        "vae": "ok", "train": "ok", "curation_models": "skipped"}
+    for name in ("gpu_info", "dit_sdpa", "vae", "train"):  # each benchmark's own JSON beside the summary
+        assert json.loads((out / f"{name}.json").read_text())
+    assert "matmul_tflops" in done.stdout and "train.tokens_per_s" in done.stdout  # the table
+
+
+def test_summary_reports_a_failed_step_and_a_missing_figure(tmp_path: Path) -> None:
+    """Known input: one step failed and one figure came back zero -> both listed, exit status 1."""
+    (tmp_path / "steps.tsv").write_text("step\tstatus\trc\tseconds\tnote\n"
+                                        "gpu_info\tok\t0\t3\tlogs/gpu_info.log\n"
+                                        "vae\tfailed\t1\t2\tlogs/vae.log\n"
+                                        "train\tok\t0\t9\tlogs/train.log\n")
+    info = {"name": "cpu", "device": "cpu", "torch": "x", "total_memory_mb": 1000.0,
+            "matmul": {"tflops": 2.0}, "copy": {"gbs": 10.0}, "nominal": {"matmul_tflops": 790.0, "copy_gbs": 3350.0}}
+    (tmp_path / "gpu_info.json").write_text(json.dumps(info))
+    case = {"step_s": 0.5, "tokens_per_s": 256.0, "samples_per_s": 2.0, "model_tflops": 0.5, "peak_mb": 0.0}
+    (tmp_path / "train.json").write_text(json.dumps({"cases": [case]}))
+    done = subprocess.run([sys.executable, "-m", "perf.gpu_summary", "--dir", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    summary = json.loads((tmp_path / "gpu.json").read_text())
+    assert {(lack["step"], lack["name"]) for lack in summary["missing"]} == {("vae", "vae"),
+                                                                            ("train", "train.peak_mb")}
+    figures = {figure["name"]: figure for figure in summary["figures"]}
+    assert figures["train.model_tflops"]["ratio"] == pytest.approx(0.25)  # 0.5 of the measured 2.0
+    assert figures["train.model_tflops"]["ratio_nominal"] == pytest.approx(0.5 / 790)
+    assert figures["matmul_tflops"]["ratio"] == pytest.approx(2.0 / 790)
+    assert figures["train.tokens_per_s"]["ceiling"] is None
