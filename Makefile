@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup vllm-env demo test test-fast perf clean
+.PHONY: setup vllm-env demo test test-fast perf perf-gpu clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ test-fast: setup
 
 perf: setup
 	$(BIN)/python -m perf.curation_throughput
+	$(BIN)/python -m perf.train
+
+# On a machine with a GPU: every GPU figure in one run, JSON in perf/results/gpu (perf/gpu.sh --smoke: on CPU).
+perf-gpu:
+	bash perf/gpu.sh
 
 clean:
 	rm -rf out perf/results
