@@ -131,3 +131,40 @@ def test_summary_reports_a_failed_step_and_a_missing_figure(tmp_path: Path) -> N
     assert figures["train.model_tflops"]["ratio_nominal"] == pytest.approx(0.5 / 790)
     assert figures["matmul_tflops"]["ratio"] == pytest.approx(2.0 / 790)
     assert figures["train.tokens_per_s"]["ceiling"] is None
+
+
+# ------------------------------------------------------------------ perf.train's timing hook and its arithmetic
+def test_time_train_step_times_any_step_callable() -> None:
+    """The hook the distributed trainer will be timed through: warm-up calls untimed, then the timed ones."""
+    import torch
+
+    from perf.train import time_train_step
+
+    calls: list[int] = []
+
+    def step() -> torch.Tensor:
+        calls.append(len(calls))
+        return torch.tensor(float(len(calls)))
+
+    timing = time_train_step(step, device="cpu", warmup=2, steps=3)
+    assert len(calls) == 5
+    assert timing["losses"] == [3.0, 4.0, 5.0]  # only the timed steps' losses
+    assert len(timing["runs_s"]) == 3 and timing["step_s"] == sorted(timing["runs_s"])[1]
+    assert timing["min_step_s"] == min(timing["runs_s"]) and timing["peak_mb"] > 0
+
+
+def test_throughput_counts_flops_with_perf_dit() -> None:
+    """tiny at 5x32x32: latents 2x4x4, patch 1x2x2 -> 8 tokens; MFU = 3 x perf.dit's forward FLOPs / time / peak."""
+    from perf.dit import forward_flops
+    from perf.train import TrainCase, throughput
+
+    case = TrainCase(config="tiny", layers=None, frames=5, height=32, width=32, batch=2)
+    config = case.shape.dit_config
+    figures = throughput(case, {"step_s": 0.5}, peak_tflops=100.0)
+    forward = forward_flops(config, (2, 4, 4), batch=2, text_len=config.text_len)
+    assert figures["tokens"] == 16 and figures["tokens_per_s"] == 32.0 and figures["samples_per_s"] == 4.0
+    assert figures["mfu"] == pytest.approx(3 * forward / 0.5 / 1e12 / 100.0)
+    assert figures["hfu"] == pytest.approx(figures["mfu"] * 4 / 3)  # checkpointing recomputes the forward
+    plain = throughput(TrainCase(config="tiny", layers=None, frames=5, height=32, width=32, batch=2,
+                                 activation_checkpointing=False), {"step_s": 0.5}, peak_tflops=100.0)
+    assert plain["hfu"] == pytest.approx(plain["mfu"])
