@@ -7,6 +7,7 @@
   wan curate ocr-text --lake L                          real keyframes with their OCR text into image_text
   wan demo [--out DIR]                                  the end-to-end demo on the embedded local Ray + Lance
   wan vae roundtrip IN.mp4 OUT.mp4 [--weights PATH]     Wan-VAE encode + decode, prints PSNR
+  wan train --config FILE                                DiT training on Ray Train (python -m jobs.train)
   wan train-vae --config FILE                            Wan-VAE training on Ray Train (python -m jobs.train_vae)
   wan ratings todo|import ...                           the human rating round of the quality expert
   wan sample --prompt TEXT --out DIR [--random-tiny]     sample videos/images (t2v, t2i, i2v) with a Wan DiT
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=_synth)
     for name, text in (("curate", "run curation stages"), ("train-vae", "train the Wan-VAE"),
+                       ("train", "train the DiT from the latents cache"),
                        ("ratings", "quality ratings: todo / import"),
                        ("vae", "Wan-VAE tools: vae roundtrip IN OUT"), ("sample", "sample with a Wan DiT"),
                        ("sample-batch", "batch sampling into the samples table"),
@@ -127,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         from jobs.ratings import main as ratings_main
 
         return ratings_main(argv[1:])
+    if argv and argv[0] == "train":
+        from jobs.train import main as train_dit_main
+
+        return train_dit_main(argv[1:])
     if argv and argv[0] == "train-vae":
         from jobs.train_vae import main as train_main
 
