@@ -172,7 +172,11 @@ def test_encode_on_ray_with_a_deleted_file_and_too_short_clips(curated_lake, tin
 
 @pytest.mark.slow
 def test_kill_9_then_resume_encodes_each_kept_clip_once(curated_lake, tiny_models, tmp_path):
-    from tests.jobs.test_kill_resume import Case, kill_at_random_commit, run_to_completion
+    from tests.jobs.test_kill_resume import (
+        Case,
+        kill_at_random_commit,
+        run_to_completion,
+    )
 
     lake = captioned_lake(curated_lake, tmp_path / "lake")
     cfg_path = tmp_path / "encode.yaml"
@@ -187,3 +191,27 @@ def test_kill_9_then_resume_encodes_each_kept_clip_once(curated_lake, tiny_model
     rows = assert_each_kept_clip_once(lake)
     assert all(r["status"] == "ok" for r in rows) and before < len(rows)
     assert len({r["text_key"] for r in rows}) == lake.count("text_embeddings") == 3
+
+
+def test_bad_config_is_a_clear_error_before_any_work(tmp_path, tiny_models):
+    from curation.jobconfig import ConfigError
+    from jobs.encode import main
+    from wanmodel.data.encode import load_encode_config
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"lake": str(tmp_path / "lake"), "stage": "tiny", "random_tiny": "x",
+                                   "batch_sise": 4, "encode": {"num_gpu": 1}}))
+    with pytest.raises(ConfigError) as e:
+        load_encode_config(bad)
+    assert "unknown key 'batch_sise'" in str(e.value) and "unknown key 'encode.num_gpu'" in str(e.value)
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"lake": str(tmp_path), "stage": "tiny", "vae": "v"}))
+    with pytest.raises(ConfigError, match="set 'vae' and 'text_encoder'"):
+        load_encode_config(models)
+    with pytest.raises(ConfigError, match="unknown curriculum stage 'stage9'.*joint_256_192"):
+        run_encode_job(config(Lake(str(tmp_path / "lake")), tiny_models, stage="stage9"), progress=False)
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"lake": str(tmp_path / "empty"), "stage": "tiny", "random_tiny": str(tiny_models),
+                                    "execution": "local"}))
+    assert main(["--config", str(good)]) == 2  # no curated table: the message names the stage to run first
+    assert not (tmp_path / "empty" / "latents.lance").exists()

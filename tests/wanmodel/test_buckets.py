@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from curation.jobconfig import ConfigError
-from wanmodel.data.buckets import Curriculum, assign_bucket, bucket_dims, source_frame_indices
+from wanmodel.data.buckets import (
+    Curriculum,
+    assign_bucket,
+    bucket_dims,
+    source_frame_indices,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CURRICULUM = REPO / "jobs/configs/curriculum.yaml"
@@ -122,10 +127,10 @@ stages:
 
 
 @pytest.mark.parametrize("body, needle", [
-    ("mix: {image: 0.5, video: 0.2}\n    image: {size: 32, aspect_ratios: ['1:1']}\n"
-     "    video: {size: 32, frames: 5, aspect_ratios: ['1:1']}", "sum to 1"),
-    ("mix: {image: 1.0}\n    image: {size: 32, aspect_ratios: ['1:1']}\n"
-     "    video: {size: 32, frames: 6, aspect_ratios: ['1:1']}", r"1 \+ 4k"),
+    (("mix: {image: 0.5, video: 0.2}\n    image: {size: 32, aspect_ratios: ['1:1']}\n"
+     "    video: {size: 32, frames: 5, aspect_ratios: ['1:1']}"), "sum to 1"),
+    (("mix: {image: 1.0}\n    image: {size: 32, aspect_ratios: ['1:1']}\n"
+     "    video: {size: 32, frames: 6, aspect_ratios: ['1:1']}"), r"1 \+ 4k"),
     ("mix: {video: 1.0}\n    image: {size: 32, aspect_ratios: ['1:1']}", "no 'video' buckets"),
     ("mix: {image: 1.0}\n    image: {size: 32, aspect_ratios: ['wide']}", "W:H"),
 ])

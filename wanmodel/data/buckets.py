@@ -268,7 +268,7 @@ def source_frame_indices(bucket: Bucket, num_frames: int, fps: float) -> list[in
     if span > num_frames - 1 + 1e-6:
         return None
     start = (num_frames - 1 - span) / 2
-    return [min(num_frames - 1, int(math.floor(start + k * step + 1e-6))) for k in range(bucket.frames)]
+    return [min(num_frames - 1, math.floor(start + k * step + 1e-6)) for k in range(bucket.frames)]
 
 
 def assign_bucket(stage: TrainingStage, media_type: str, width: int, height: int, num_frames: int,

@@ -28,8 +28,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -39,8 +39,19 @@ from curation.config import RayConfig
 from curation.jobconfig import Strict, load_yaml_config
 from curation.lake.schemas import STATUS_ERROR, STATUS_OK
 from curation.lake.tables import Lake
-from wanmodel.data.buckets import Bucket, Curriculum, TrainingStage, assign_bucket, source_frame_indices
-from wanmodel.data.encode_models import EmbedSettings, LatentEncoder, TextEncoder, VAESettings
+from wanmodel.data.buckets import (
+    Bucket,
+    Curriculum,
+    TrainingStage,
+    assign_bucket,
+    source_frame_indices,
+)
+from wanmodel.data.encode_models import (
+    EmbedSettings,
+    LatentEncoder,
+    TextEncoder,
+    VAESettings,
+)
 from wanmodel.data.encode_pixels import ClipDecoder
 from wanmodel.data.tensor_bytes import STORE_DTYPES, text_key
 
@@ -275,9 +286,9 @@ class EncodeSummary:
     def text(self) -> str:
         rate = self.written / self.wall_s if self.wall_s > 0 else 0.0
         buckets = ", ".join(f"{b}: {n}" for b, n in sorted(self.by_bucket.items())) or "none"
-        lines = [f"encode ({self.stage}): {self.clips} clips, {self.pending} pending, {self.written} latents written "
+        lines = [(f"encode ({self.stage}): {self.clips} clips, {self.pending} pending, {self.written} latents written "
                  f"({self.ok} ok, {self.failed} failed) in {self.wall_s:.1f}s ({rate:.2f} clips/s); buckets: "
-                 f"{buckets}; text embeddings: {self.texts_written} written ({self.texts_failed} failed)"]
+                 f"{buckets}; text embeddings: {self.texts_written} written ({self.texts_failed} failed)")]
         lines += [f"  error: {e}" for e in self.errors]
         return "\n".join(lines)
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from curation.lake.schemas import STATUS_ERROR, STATUS_OK
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ENCODED", "EmbedSettings", "LatentEncoder", "TextEncoder", "VAESettings"]
 
@@ -105,7 +108,7 @@ class LatentEncoder:
         return out
 
 
-def pixels_to_video(data: bytes, shape: list[int]) -> "torch.Tensor":  # noqa: F821
+def pixels_to_video(data: bytes, shape: list[int]) -> torch.Tensor:
     """RGB uint8 (T, H, W, 3) bytes -> the VAE's input (3, T, H, W) float32 in [-1, 1]."""
     import torch
 
