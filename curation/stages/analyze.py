@@ -18,7 +18,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from curation.config import config_hash
-from curation.lake.schemas import STATUS_ERROR, STATUS_OK
+from curation.lake.schemas import STATUS_ERROR, STATUS_OK, stage_schema
 from curation.lake.tables import Lake
 from curation.media.decode import decode_video, image_analysis_frame, is_sampled
 from curation.media.frames import ClipFrames
@@ -145,11 +145,18 @@ def _rescore_error(settings: AnalysisSettings, item: dict[str, Any], message: st
 
 
 def drop_stale_rows(lake: Lake, settings: AnalysisSettings) -> dict[str, int]:
-    """Delete scorer rows computed under another scorer version or config, so they are scored again."""
+    """Delete scorer rows computed under another scorer version or config, so they are scored again. A table
+    whose columns are not the stage's current ones (written by an older scorer version) is emptied with the new
+    columns, since new rows could not be appended to it."""
     dropped = {}
     for name in settings.scorers:
         ds = lake.dataset(f"stages/{name}")
         if ds is None:
+            continue
+        schema = stage_schema(name)
+        if set(ds.schema.names) != set(schema.names):
+            dropped[name] = ds.count_rows()
+            lake.overwrite(f"stages/{name}", schema.empty_table())
             continue
         current = stage_version(name, settings.configs[name])
         stale = f"stage_version IS NULL OR stage_version != '{current}'"

@@ -333,3 +333,28 @@ def test_tier_accuracy_on_synthetic_corpus(seed, tmp_path):
     print(f"\nseed {seed}: accuracy {res['accuracy']:.3f}\n{format_confusion(res['confusion'])}")
     assert res["confusion"].sum() >= 30
     assert res["accuracy"] >= 0.85, format_confusion(res["confusion"])
+
+
+def test_a_lake_scored_by_the_old_motion_stage_is_rescored(tmp_path):
+    """Motion tables written before the tier moved to select (a ``motion_tier`` column, no ``smooth_step``) are
+    emptied with the new columns by the stale-row pass, so the new statistics can be appended."""
+    import lance
+    import pyarrow as pa
+
+    from curation.lake import KeyedWriter, Lake
+    from curation.lake.schemas import stage_schema
+    from curation.stages.analyze import drop_stale_rows
+    from curation.stages.stability import analysis_settings
+
+    lake = Lake(str(tmp_path / "lake"))
+    old = pa.schema([f for f in stage_schema("motion") if f.name not in ("smooth_step", "num_pairs")]
+                    + [pa.field("motion_tier", pa.string())])
+    lance.write_dataset(pa.Table.from_pylist([{"clip_id": "a", "camera_motion": 0.1, "motion_tier": "static",
+                                               "stage_version": "1-0", "status": "ok"}], schema=old),
+                        lake.uri("stages/motion"))
+    settings = analysis_settings(scorers=["motion"])
+    assert drop_stale_rows(lake, settings) == {"motion": 1}
+    row = {"clip_id": "a", **score(seq_pan(), MotionConfig()), "stage_version": "2-0", "status": "ok"}
+    KeyedWriter(lake, "stages/motion").append([row])
+    got = lake.read("stages/motion").to_pylist()
+    assert [r["clip_id"] for r in got] == ["a"] and "motion_tier" not in got[0] and got[0]["num_pairs"] == N - 1
