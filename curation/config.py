@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, create_model, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from curation.jobconfig import ConfigError, Strict, config_hash, load_yaml_config, validate
 from curation.scorers.motion_rules import MotionTierRules
