@@ -16,6 +16,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from tests.wanmodel.test_dit_train import write_lake
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +57,7 @@ def _start_killed_run(command: list[str], ckpt: Path, log: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow  # three training runs of 48 steps, two of them fresh processes
 def test_kill_9_then_same_command_resumes_exactly(tmp_path: Path) -> None:
     from wanmodel.train.dit import train_dit
     from wanmodel.train.dit_config import load_dit_train_config

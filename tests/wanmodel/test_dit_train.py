@@ -184,6 +184,7 @@ def _escape(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- Ray Train + FSDP2
+@pytest.mark.slow  # a Ray Train run: ~20 s of start-up
 def test_fsdp_on_two_ray_train_workers_matches_one_process(tmp_path: Path) -> None:
     """2 CPU workers (gloo), FSDP2 over both, each with half the global batch: the losses of one process."""
     import ray
@@ -203,3 +204,43 @@ def test_fsdp_on_two_ray_train_workers_matches_one_process(tmp_path: Path) -> No
     assert two.checkpoint and Path(two.checkpoint).name == "step_000005"
     assert json.loads((Path(two.checkpoint) / "meta.json").read_text())["world_size"] == 2
     assert [Path(p).name for p in two.exported] == ["ours"]  # the driver exported the sharded checkpoint
+
+
+# ------------------------------------------------------------------------------------------------- FLOP count
+@pytest.mark.parametrize("name,shape", [("tiny", (16, 2, 4, 6)), ("tiny-i2v", (16, 3, 8, 8))])
+def test_flop_count_equals_torch_flop_counter(name: str, shape: tuple[int, int, int, int]) -> None:
+    """The analytic count equals what torch's FlopCounterMode counts in a forward pass (math attention)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from wanmodel.models.dit import WanDiT
+    from wanmodel.train.metrics import dit_forward_flops
+
+    model = WanDiT(name, attention_backend="sdpa")
+    cond = {"clip_fea": torch.randn(1, 257, 1280), "y": torch.randn(1, 20, *shape[1:])} \
+        if model.config.is_i2v else {}
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, *shape), torch.tensor([500.0]), torch.randn(1, 5, TEXT_DIM), **cond)
+    assert dit_forward_flops(model.config, shape) == counter.get_total_flops()
+
+
+@pytest.mark.parametrize("name", ["1.3B", "14B"])
+def test_flop_count_agrees_with_a_parameter_count_estimate(name: str) -> None:
+    """Weight matmuls ~ 2 x parameters x the tokens each parameter sees: every video token, except the text MLP
+    and cross-attention keys/values (the text_len text tokens) and the time MLP (once per sample)."""
+    from wanmodel.models.dit import WanDiT
+    from wanmodel.train.metrics import dit_forward_flops
+
+    model = WanDiT.from_config(name, device="meta")
+    shape = (16, 21, 60, 104)  # 480 x 832, 81 frames
+    tokens, text = 21 * 30 * 52, model.config.text_len
+    estimate = 0
+    for pname, p in model.named_parameters():
+        if pname.startswith("text_embedding.") or ".cross_attn.k." in pname or ".cross_attn.v." in pname:
+            estimate += 2 * p.numel() * text
+        elif pname.startswith(("time_embedding.", "time_projection.")):
+            estimate += 2 * p.numel()
+        else:
+            estimate += 2 * p.numel() * tokens
+    assert dit_forward_flops(model.config, shape, attention=False) == pytest.approx(estimate, rel=0.005)
+    assert dit_forward_flops(model.config, shape) > 1.5 * estimate  # at 32k tokens attention is a large part
