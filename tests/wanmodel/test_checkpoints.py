@@ -16,7 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wanmodel.models.checkpoint import (
+    LazyTensor,
     invert_keys,
+    load_weights,
     read_state_dict,
     weight_files,
     write_weights,
@@ -274,3 +276,18 @@ def test_shard_index_errors_name_the_files(tmp_path):
     files[1].unlink()
     with pytest.raises(FileNotFoundError, match="model-00002-of-00002.safetensors"):
         weight_files(tmp_path, "model")
+
+
+def test_lazy_read_takes_each_tensor_from_the_file_when_it_is_placed(tmp_path):
+    tensors = {"weight": torch.arange(12.0).view(3, 4), "bias": torch.ones(3)}
+    write_weights(tensors, tmp_path, "model")
+    lazy = read_state_dict([tmp_path / "model.safetensors"], lazy=True)
+    assert all(isinstance(value, LazyTensor) for value in lazy.values())
+    assert {key: tuple(value.shape) for key, value in lazy.items()} == {"weight": (3, 4), "bias": (3,)}
+    # nothing was read yet: new values written to the same file now are the ones the model gets
+    write_weights({key: -value for key, value in tensors.items()}, tmp_path, "model")
+    with torch.device("meta"):
+        layer = torch.nn.Linear(4, 3)
+    load_weights(layer, lazy, what="Linear", dtype=torch.float64)
+    assert torch.equal(layer.weight, -tensors["weight"].double()) and torch.equal(layer.bias, -tensors["bias"].double())
+    assert not any(isinstance(value, LazyTensor) for value in lazy.values())  # replaced by the placed tensors

@@ -1,15 +1,17 @@
 """Checkpoint plumbing shared by the VAE and DiT adapters; each adapter keeps only its key table and configs.
 
 - safetensors I/O: ``read_state_dict`` (safetensors, or a torch ``.pth``/``.pt``/``.bin`` state dict; one file or
-  several shards merged, a key in two shards is an error), ``write_weights`` (one file, or diffusers-style shards
-  ``<stem>-0000i-of-0000n.safetensors`` plus ``<stem>.safetensors.index.json``), ``weight_files`` (the files of a
-  stem in a folder, through its index json when there is one);
+  several shards merged, a key in two shards is an error; ``lazy=True`` gives ``LazyTensor``s, read only when
+  placed), ``write_weights`` (one file, or diffusers-style shards ``<stem>-0000i-of-0000n.safetensors`` plus
+  ``<stem>.safetensors.index.json``), ``weight_files`` (the files of a stem in a folder, through its index json
+  when there is one);
 - config tagging: ``write_config`` / ``read_config`` (our JSON config beside the weights, tagged with the class or
   model type that says which layout the folder holds);
 - key errors: ``rename_keys`` (a key table applied to a state dict, every unknown key listed), ``invert_keys``
   (the reverse table derived from the forward one), ``check_state_dict`` (missing, unexpected, misshapen keys);
 - meta-device loading: ``load_weights`` puts the tensors into a model built on the meta device, one tensor at a
-  time, casting and moving each on its own, so a large checkpoint never sits twice in memory.
+  time, reading, casting and moving each on its own, so a large checkpoint never sits whole in host memory nor
+  twice on the device.
 
 Imports only torch and safetensors (the model core runs on a bare GPU box).
 """
@@ -21,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 __all__ = [
     "CONFIG_FILE",
+    "LazyTensor",
     "UnknownKeyError",
     "check_state_dict",
     "cpu_state_dict",
@@ -112,9 +116,28 @@ def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tens
 
 
 # ------------------------------------------------------------------------------------------------- reading
-def _read_one(file: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
+class LazyTensor:
+    """One tensor of a safetensors file: its shape now, its data only when ``load`` is called. Key tables and
+    checks move and inspect these like tensors, so a checkpoint is read one tensor at a time as it is placed."""
+
+    def __init__(self, file: Path, key: str, shape: Iterable[int]) -> None:
+        self.file, self.key, self.shape = file, key, torch.Size(shape)
+
+    def load(self, device: str | torch.device = "cpu") -> torch.Tensor:
+        with safe_open(str(self.file), framework="pt", device=str(device)) as handle:
+            return handle.get_tensor(self.key)
+
+    def __repr__(self) -> str:
+        return f"LazyTensor({self.file.name}:{self.key}, shape={tuple(self.shape)})"
+
+
+def _read_one(file: Path, device: str | torch.device, lazy: bool) -> dict[str, torch.Tensor | LazyTensor]:
     if file.suffix == ".safetensors":
-        return load_file(str(file), device=str(device))
+        if not lazy:
+            return load_file(str(file), device=str(device))
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            keys = list(handle.keys())  # a safe_open handle, not a dict
+            return {key: LazyTensor(file, key, handle.get_slice(key).get_shape()) for key in keys}
     loaded = torch.load(file, map_location=device, weights_only=True)
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
@@ -123,15 +146,17 @@ def _read_one(file: Path, device: str | torch.device) -> dict[str, torch.Tensor]
     return loaded
 
 
-def read_state_dict(files: Iterable[str | Path], *, what: str = "model", device: str | torch.device = "cpu"
-                    ) -> dict[str, torch.Tensor]:
+def read_state_dict(files: Iterable[str | Path], *, what: str = "model", device: str | torch.device = "cpu",
+                    lazy: bool = False) -> dict[str, torch.Tensor]:
     """The tensors of one or more files (safetensors, or a torch state dict in ``.pth``/``.pt``/``.bin``, also
-    one wrapped as ``{"state_dict": ...}``) as one dict; a missing file or a key in two files is a clear error."""
+    one wrapped as ``{"state_dict": ...}``) as one dict; a missing file or a key in two files is a clear error.
+    ``lazy``: safetensors entries are ``LazyTensor``s, read by ``load_weights`` one at a time (torch files, a
+    pickle format, are read whole)."""
     state_dict: dict[str, torch.Tensor] = {}
     for file in map(Path, files):
         if not file.is_file():
             raise FileNotFoundError(f"no {what} weights at {file}")
-        part = _read_one(file, device)
+        part = _read_one(file, device, lazy)
         duplicated = sorted(set(part) & set(state_dict))
         if duplicated:
             raise ValueError(f"key(s) in more than one shard ({file}): {first_keys(duplicated)}")
@@ -225,19 +250,23 @@ def write_weights(state_dict: Mapping[str, torch.Tensor], directory: Path, stem:
 
 
 # ---------------------------------------------------------------------------------------- meta-device load
-def load_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], *, what: str,
+def load_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor | LazyTensor], *, what: str,
                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                  keep_fp32: Iterable[str] = ()) -> torch.nn.Module:
     """Give ``model`` (built on the meta device) the checkpoint's tensors and return it in eval mode on ``device``.
 
-    Keys are checked first (``check_state_dict``). Then one tensor at a time is popped from ``state_dict``, cast
-    to ``dtype`` when it is floating point (``None`` keeps the stored dtype; keys containing one of ``keep_fp32``
-    stay float32), moved to ``device`` and copied to aligned memory if it is not, so a bf16 load of an fp32
-    checkpoint never holds two full copies on the device. ``state_dict`` is consumed."""
+    Keys are checked first (``check_state_dict``). Then one tensor at a time is popped from ``state_dict`` (read
+    from its file if it is a ``LazyTensor``), cast to ``dtype`` when it is floating point (``None`` keeps the
+    stored dtype; keys containing one of ``keep_fp32`` stay float32), moved to ``device`` and copied to aligned
+    memory if it is not. So a checkpoint read lazily is never whole in host memory, and a bf16 load of an fp32
+    checkpoint never holds two full copies on the device. ``state_dict``'s entries are replaced by the placed
+    tensors."""
     check_state_dict(model, state_dict, what)
     keep_fp32 = tuple(keep_fp32)
     for key in list(state_dict):
         value = state_dict.pop(key)
+        if isinstance(value, LazyTensor):
+            value = value.load()
         if dtype is not None and value.is_floating_point():
             value = value.to(torch.float32 if any(part in key for part in keep_fp32) else dtype)
         value = value.to(device)

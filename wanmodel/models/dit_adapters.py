@@ -297,15 +297,15 @@ def _read_folder(path: Path) -> tuple[dict[str, torch.Tensor], DiTConfig]:
     stored = read_config(path, "DiT")
     layout = _layout_of_config(stored, path / "config.json")
     config = _config_for(layout, stored)
-    # on the CPU: cast and moved to the target device a tensor at a time by load_weights
-    state_dict = _to_ours(read_state_dict(require_weight_files(path, WEIGHTS_STEM[layout], "DiT"), what="DiT"),
-                          layout)
+    # read lazily: each tensor is read, cast and moved to the target device on its own by load_weights
+    files = require_weight_files(path, WEIGHTS_STEM[layout], "DiT")
+    state_dict = _to_ours(read_state_dict(files, what="DiT", lazy=True), layout)
     return state_dict, _with_weights_text_dim(config, stored, state_dict)
 
 
 def _read_file(path: Path) -> dict[str, torch.Tensor]:
     """A bare state-dict file in the official or diffusers layout -> state dict in our keys."""
-    state_dict = read_state_dict([path], what="DiT")
+    state_dict = read_state_dict([path], what="DiT", lazy=True)
     return _to_ours(state_dict, detect_layout(state_dict))
 
 

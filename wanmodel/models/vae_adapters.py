@@ -257,11 +257,11 @@ def _read_folder(path: Path) -> tuple[dict[str, torch.Tensor], VAEConfig]:
     stored = read_config(path, "VAE")
     if stored.get("_class_name") == DIFFUSERS_CLASS:
         files = require_weight_files(path, DIFFUSERS_WEIGHTS.removesuffix(".safetensors"), "VAE")
-        return from_diffusers(read_state_dict(files, what="VAE")), config_from_diffusers(stored)
+        return from_diffusers(read_state_dict(files, what="VAE", lazy=True)), config_from_diffusers(stored)
     if stored.get("model_type") == MODEL_TYPE:
         files = require_weight_files(path, OUR_WEIGHTS.removesuffix(".safetensors"), "VAE")
         stored.pop("model_type")
-        return read_state_dict(files, what="VAE"), VAEConfig.from_dict(stored)
+        return read_state_dict(files, what="VAE", lazy=True), VAEConfig.from_dict(stored)
     raise ValueError(f"{path / OUR_CONFIG} is neither a Wan-VAE config (model_type={MODEL_TYPE!r}) "
                      f"nor a diffusers {DIFFUSERS_CLASS} config")
 
@@ -270,5 +270,5 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], None]:
     """A bare state-dict file in either layout -> (state dict in our keys, no config)."""
     if not path.is_file():
         raise FileNotFoundError(f"no VAE checkpoint at {path}")
-    state_dict = read_state_dict([path], what="VAE")
+    state_dict = read_state_dict([path], what="VAE", lazy=True)
     return (from_diffusers(state_dict) if is_diffusers_layout(state_dict) else from_official(state_dict)), None
