@@ -56,20 +56,8 @@ mkdir -p "$OUT/logs" || exit 2
 OUT="$(cd "$OUT" && pwd)"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 
-# The interpreter: $PYTHON, else the repository's .venv, else python3 / python; the first that imports torch.
-pick_python() {
-  local candidate
-  for candidate in ${PYTHON:-} "$REPO/.venv/bin/python" python3 python; do
-    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c "import torch" >/dev/null 2>&1; then
-      echo "$candidate"; return 0
-    fi
-  done
-  return 1
-}
-PY="$(pick_python)" || { echo "gpu.sh: no python with torch found" >&2; exit 2; }
-
 # What is here: CUDA, and the optional kernels/models (looked up, not imported; an absent module is "no").
-PROBE="$("$PY" - <<'EOF'
+PROBE_PY='
 import importlib.util
 import torch
 
@@ -82,8 +70,19 @@ def have(*names):
 print("cuda=%d flash=%d sage=%d curation=%d" % (
     torch.cuda.is_available(), have("flash_attn_interface") or have("flash_attn"), have("sageattention"),
     have("open_clip", "cv2", "rapidocr_onnxruntime")))
-EOF
-)" || { echo "gpu.sh: probing the environment failed" >&2; exit 2; }
+'
+# The interpreter: $PYTHON, else the repository's .venv, else python3 / python: the first that runs the probe
+# (imports torch).
+PY=""
+for candidate in ${PYTHON:-} "$REPO/.venv/bin/python" python3 python; do
+  if command -v "$candidate" >/dev/null 2>&1 && PROBE="$("$candidate" -c "$PROBE_PY" 2>/dev/null)"; then
+    PY="$candidate"; break
+  fi
+done
+[ -n "$PY" ] || { echo "gpu.sh: no python with torch found" >&2; exit 2; }
+PROBE="${PROBE##*$'\n'}"  # its last line
+[[ "$PROBE" =~ ^cuda=[01]\ flash=[01]\ sage=[01]\ curation=[01]$ ]] || {
+  echo "gpu.sh: unexpected probe output: $PROBE" >&2; exit 2; }
 eval "$PROBE"
 
 if [ "$SMOKE" = 1 ]; then
