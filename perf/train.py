@@ -51,7 +51,11 @@ from perf.dit import PEAK_TFLOPS, Case, forward_flops, num_tokens
 from perf.vae import _machine, _proc_status_kb
 from wanmodel.diffusion.flow_matching import flow_matching_loss
 from wanmodel.models.dit import WanDiT
-from wanmodel.parallel.parallelize import ParallelPlan, activation_offload, parallelize_dit
+from wanmodel.parallel.parallelize import (
+    ParallelPlan,
+    activation_offload,
+    parallelize_dit,
+)
 
 CPU_CASES = (("tiny", None), ("1.3B", 2))
 
@@ -188,7 +192,7 @@ def run_case(case: TrainCase, *, warmup: int, steps: int, lr: float, peak_tflops
         result["error"] = f"out of memory: {str(error).splitlines()[0]}"
         return result
     finally:
-        model = optimizer = None  # noqa: F841 -- free before the next case
+        model = optimizer = None
         gc.collect()
         if case.device == "cuda":
             torch.cuda.empty_cache()
