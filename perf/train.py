@@ -192,7 +192,7 @@ def run_case(case: TrainCase, *, warmup: int, steps: int, lr: float, peak_tflops
         result["error"] = f"out of memory: {str(error).splitlines()[0]}"
         return result
     finally:
-        model = optimizer = None
+        model = optimizer = None  # free them before the next case
         gc.collect()
         if case.device == "cuda":
             torch.cuda.empty_cache()
