@@ -8,6 +8,7 @@ import datetime as dt
 import shutil
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import cv2
@@ -133,6 +134,15 @@ def test_encode_local_known_answers_and_rerun(curated_lake, tiny_models, tmp_pat
     for e in embeddings.values():
         assert e["text_key"] == text_key(e["encoder_id"], e["text"]) and e["status"] == "ok"
         torch.testing.assert_close(from_bytes(e["embedding"], e["shape"], e["dtype"]), encoder.encode([e["text"]])[0])
+    # the trainer's reader accepts the caches: shapes of the stage's buckets, every caption embedded
+    from wanmodel.train.dit_data import LatentIndex, check_text_keys, stage_buckets
+
+    names, shapes = stage_buckets(SimpleNamespace(curriculum=str(REPO / "jobs/configs/curriculum.yaml"),
+                                                  stage="tiny"), 16)
+    index = LatentIndex.from_lake(lake, names)
+    index.check(in_dim=16, patch=(1, 2, 2), global_batch=1, expected=shapes)
+    check_text_keys(lake, index)
+    assert len(index.rows) == len(rows)
     stages = lake.read("runs", columns=["stage"]).column("stage").to_pylist()
     assert stages.count("encode") == 1 and stages.count("encode_text") == 1
     again = run_encode_job(config(lake, tiny_models), progress=False)
