@@ -138,7 +138,10 @@ def load_weights_only(path: str | Path, model: torch.nn.Module, ema: bool = Fals
     if found is None:
         raise FileNotFoundError(f"init_from {str(path)!r}: no complete checkpoint (step_N with meta.json) there")
     key = "ema" if ema else "model"
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        set_model_state_dict,
+    )
 
     state = {key: get_model_state_dict(model)}
     with _dcp_quiet():

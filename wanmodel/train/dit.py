@@ -26,11 +26,26 @@ from curation.lake.tables import Lake
 from wanmodel.diffusion.flow_matching import LogitNormal, flow_matching_loss
 from wanmodel.models.dit import DiTConfig, WanDiT
 from wanmodel.parallel import ParallelDims, ParallelMesh
-from wanmodel.parallel.parallelize import ParallelPlan, activation_offload, parallelize_dit
+from wanmodel.parallel.parallelize import (
+    ParallelPlan,
+    activation_offload,
+    parallelize_dit,
+)
 from wanmodel.train import checkpointing as ckpt
 from wanmodel.train.dit_config import DiTTrainConfig
-from wanmodel.train.dit_data import LatentIndex, StepInputs, TrainData, check_text_keys, stage_buckets
-from wanmodel.train.metrics import (MetricsWriter, dit_train_flops, peak_flops_per_device, peak_memory_bytes)
+from wanmodel.train.dit_data import (
+    LatentIndex,
+    StepInputs,
+    TrainData,
+    check_text_keys,
+    stage_buckets,
+)
+from wanmodel.train.metrics import (
+    MetricsWriter,
+    dit_train_flops,
+    peak_flops_per_device,
+    peak_memory_bytes,
+)
 
 __all__ = ["DiTTrainResult", "prepare", "train_dit", "train_dit_ray", "train_loop"]
 
