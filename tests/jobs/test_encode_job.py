@@ -225,3 +225,28 @@ def test_bad_config_is_a_clear_error_before_any_work(tmp_path, tiny_models):
                                     "execution": "local"}))
     assert main(["--config", str(good)]) == 2  # no curated table: the message names the stage to run first
     assert not (tmp_path / "empty" / "latents.lance").exists()
+
+
+def test_crop_to_bucket_drops_the_border_and_keeps_the_middle():
+    frame = np.zeros((120, 200, 3), np.uint8)  # black bars: 10 rows top and bottom; a white square in the middle
+    frame[10:110] = 100
+    frame[40:80, 80:120] = 255
+    out = crop_to_bucket(frame, [0, 10, 200, 110], 32, 32)  # 200x100 after the crop -> centre 100x100 -> 32x32
+    assert out.shape == (32, 32, 3) and out.min() >= 99  # no black bar left
+    centre = out[10:22, 10:22].mean()
+    assert centre > 240 and abs(out[:, :5].mean() - 100) < 1  # the square stays centred, the sides are grey
+    with pytest.raises(ValueError, match="empty crop box"):
+        crop_to_bucket(frame, [50, 50, 50, 90], 32, 32)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_tensor_bytes_round_trip(dtype):
+    from wanmodel.data.tensor_bytes import to_bytes
+
+    x = torch.randn(16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    data, shape, name = to_bytes(x, dtype)
+    back = from_bytes(data, shape, name)
+    assert back.dtype == getattr(torch, dtype) and shape == [16, 2, 4, 4]
+    torch.testing.assert_close(back, x.to(getattr(torch, dtype)), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="needs"):
+        from_bytes(data[:-2], shape, name)
