@@ -34,10 +34,12 @@ def run_jobs(media: str, lake: str, models: str, nodes: int) -> None:
     from captioner.batch import CaptionJobConfig, run_caption_job
     from curation.pipeline import run_curation
     from tests.conftest import demo_config
+    from tests.jobs.s3_server import free_port
 
     cluster, ray_cfg = None, {"ray.num_cpus": 2}
     if nodes > 1:
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 150 << 20})
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 150 << 20,
+                                                                "dashboard_port": free_port()})
         for _ in range(nodes):
             cluster.add_node(num_cpus=1, object_store_memory=150 << 20)
         cluster.wait_for_nodes()
@@ -51,6 +53,13 @@ def run_jobs(media: str, lake: str, models: str, nodes: int) -> None:
     run_caption_job(CaptionJobConfig(lake=lake, model=f"{models}/captioner", backend="hf", max_new_tokens=6,
                                      batch_size=2, commit_every=2, use_ocr=False,
                                      ray={"address": cluster.address} if cluster else {}), progress=False)
+    if cluster is not None:  # which nodes ran the jobs' tasks and actors (Ray's state API)
+        from ray.util.state import list_actors, list_tasks
+
+        workers = {n["NodeID"] for n in alive if n["Resources"].get("CPU", 0) > 0}
+        ran = {t.node_id for t in list_tasks(limit=10_000, detail=True)}
+        ran |= {a.node_id for a in list_actors(limit=10_000, detail=True)}
+        print("worker nodes used", len(ran & workers))
     ray.shutdown()
     if cluster is not None:
         cluster.shutdown()
@@ -104,7 +113,7 @@ def test_two_node_cluster_gives_the_one_node_lake(corpus, tmp_path: Path):
 
     one = _run(1, media, tmp_path / "one", models)
     two = _run(2, media, tmp_path / "two", models)
-    assert "nodes 1 cpus 2.0" in one and "nodes 3 cpus 2.0" in two
+    assert "nodes 1 cpus 2.0" in one and "nodes 3 cpus 2.0" in two and "worker nodes used 2" in two
     for table in TABLES:
         a, b = _rows(str(tmp_path / "one"), table), _rows(str(tmp_path / "two"), table)
         assert a and sorted(a) == sorted(b), table
