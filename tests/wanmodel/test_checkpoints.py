@@ -291,3 +291,15 @@ def test_lazy_read_takes_each_tensor_from_the_file_when_it_is_placed(tmp_path):
     load_weights(layer, lazy, what="Linear", dtype=torch.float64)
     assert torch.equal(layer.weight, -tensors["weight"].double()) and torch.equal(layer.bias, -tensors["bias"].double())
     assert not any(isinstance(value, LazyTensor) for value in lazy.values())  # replaced by the placed tensors
+
+
+def test_model_core_imports_only_torch_einops_safetensors():
+    """The model core (checkpoint code included) must load on a bare GPU box: no data, Ray or Hugging Face stack."""
+    import subprocess
+    import sys
+
+    heavy = ["curation", "captioner", "transformers", "diffusers", "ray", "lance", "pyarrow", "cv2", "av"]
+    code = ("import sys, wanmodel.models, wanmodel.models.checkpoint, wanmodel.models.vae_adapters, "
+            "wanmodel.models.dit_adapters; print(sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[1:])))")
+    result = subprocess.run([sys.executable, "-c", code, *heavy], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
