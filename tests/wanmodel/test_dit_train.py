@@ -120,6 +120,19 @@ def test_non_finite_loss_skips_the_step_and_is_counted(tmp_path: Path) -> None:
     assert _metrics(tmp_path / "metrics")[-1]["skipped"] == result.skipped
 
 
+def test_export_of_the_ema_weights(tmp_path: Path) -> None:
+    """export_ema exports the EMA (decay 0.5 over 4 steps): trained, and not the raw weights."""
+    from wanmodel.models.dit_adapters import load_dit
+    from wanmodel.train.dit import train_dit
+
+    lake = write_lake(tmp_path / "lake")
+    for name, ema in (("ema", True), ("raw", False)):
+        train_dit(make_config(lake, tmp_path / name, steps=4, export_dir=str(tmp_path / name / "export"),
+                              export_ema=ema, optim={"lr": 1e-2, "ema_decay": 0.5}))
+    ema_head, raw_head = (load_dit(tmp_path / n / "export" / "ours").head.head.weight for n in ("ema", "raw"))
+    assert ema_head.abs().max() > 0 and not torch.allclose(ema_head, raw_head)
+
+
 # ------------------------------------------------------------------------------------------- exact resume
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path) -> None:
     from wanmodel.train.dit import train_dit
@@ -292,3 +305,17 @@ def test_context_parallel_training_resumes_and_matches_one_process(tmp_path: Pat
     assert [got[s] for s in range(1, 6)] == pytest.approx([one.losses[s] for s in range(1, 6)], abs=1e-4)
     meta = json.loads((tmp_path / "cp" / "ckpt" / "step_000005" / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["step"] == 5
+
+
+def test_newest_complete_checkpoint_is_chosen(tmp_path: Path) -> None:
+    """A folder still being written (``.partial``) or without meta.json (killed mid-rename) is never resumed."""
+    from wanmodel.train.checkpointing import latest_checkpoint
+
+    for name, complete in (("step_000004", True), ("step_000008", True), ("step_000012", False),
+                           ("step_000016.partial", True)):
+        (tmp_path / name).mkdir()
+        if complete:
+            (tmp_path / name / "meta.json").write_text("{}")
+    assert latest_checkpoint(tmp_path) == tmp_path / "step_000008"
+    assert latest_checkpoint(tmp_path / "step_000004") == tmp_path / "step_000004"
+    assert latest_checkpoint(tmp_path / "missing") is None
