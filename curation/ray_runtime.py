@@ -138,4 +138,4 @@ def check_lake_location(lake: str, address: str | None) -> None:
         "temporary copy of the working directory, so the path would resolve inside that copy: the tables of "
         "earlier runs are not found there, and everything written is lost when the job ends (workers on other "
         "nodes would not see it either). Give an absolute path on storage every node shares "
-        "(--lake /mnt/shared/lake) or an object-store URI (--lake s3://bucket/lake).")
+        "(/mnt/shared/lake) or an object-store URI (s3://bucket/lake) as the config's lake (or --lake).")

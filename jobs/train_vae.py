@@ -18,10 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from pydantic import ValidationError
 
+    from curation.ray_runtime import check_lake_location
     from wanmodel.train import load_train_config, train_vae_ray
 
     try:
         cfg = load_train_config(args.config)
+        check_lake_location(cfg.lake, None)
     except (ValidationError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
