@@ -319,3 +319,31 @@ def test_newest_complete_checkpoint_is_chosen(tmp_path: Path) -> None:
     assert latest_checkpoint(tmp_path) == tmp_path / "step_000008"
     assert latest_checkpoint(tmp_path / "step_000004") == tmp_path / "step_000004"
     assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_stage_mix_sets_the_share_of_each_media_type_and_keeps_epochs_exact() -> None:
+    """With mix image 0.75 / video 0.25, about 3 of 4 steps take an image batch; within each media type's
+    epochs every row comes exactly once; the plan of a step does not depend on the steps asked before it."""
+    from wanmodel.train.dit_data import LatentIndex
+    from wanmodel.train.dit_plan import EpochPlan
+
+    rows = [{"latent_id": f"{b}_{i:02d}", "bucket": b, "shape": [16, 1, 4, 4], "text_key": "k"}
+            for b, n in (("img_a", 12), ("img_b", 8), ("vid_a", 8)) for i in range(n)]
+    index = LatentIndex(rows, ["img_a", "img_b", "vid_a"])
+    media = {"img_a": "image", "img_b": "image", "vid_a": "video"}
+    plan = EpochPlan(index, 4, seed=7, mix={"image": 0.75, "video": 0.25}, media=media)
+    batches = [plan.batch(s) for s in range(2000)]
+    share = sum(b.stream == "image" for b in batches) / len(batches)
+    assert 0.72 < share < 0.78
+    assert all(media[b.bucket] == b.stream and len({index.rows[i].bucket for i in b.rows}) == 1 for b in batches)
+    seen: dict[tuple[str, int], list[int]] = {}
+    for b in batches:
+        seen.setdefault((b.stream, b.epoch), []).extend(b.rows)
+    for stream, total in (("image", 20), ("video", 8)):
+        last = max(e for s, e in seen if s == stream)
+        for epoch in range(last):  # finished epochs: every row once (image: 5 batches of 4 per epoch)
+            assert sorted(seen[stream, epoch]) == sorted(i for i, r in enumerate(index.rows)
+                                                         if media[r.bucket] == stream), (stream, epoch)
+            assert len(seen[stream, epoch]) == total
+    fresh = EpochPlan(index, 4, seed=7, mix={"image": 0.75, "video": 0.25}, media=media)
+    assert fresh.batch(1234) == batches[1234]  # a resumed run asks for step 1234 first

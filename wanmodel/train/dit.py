@@ -153,8 +153,10 @@ def train_loop(cfg: DiTTrainConfig, index: LatentIndex, device: torch.device,
     model = build_model(cfg, rt)
     lake = Lake(cfg.lake, cfg.storage_options)
     shard, shards = rt.data_shard
+    stage = stage_buckets(cfg, model.config.in_dim)
     data = TrainData(lake, index, global_batch=cfg.global_batch_size, seed=cfg.seed, shard=shard, shards=shards,
-                     text_dim=model.config.text_dim, text_len=model.config.text_len, normalize=cfg.normalize_latents)
+                     text_dim=model.config.text_dim, text_len=model.config.text_len, normalize=cfg.normalize_latents,
+                     mix=stage.mix, media=stage.media)
     opt, sched = build_optimizer(cfg, model)
     ema = _ema_init(model, cfg.optim.ema_decay)
     result, meta = DiTTrainResult(), _resume(cfg, model, opt, sched, ema)
@@ -217,8 +219,8 @@ def _record_samples(cfg: DiTTrainConfig, data: TrainData, inputs: StepInputs, st
 
     ids = [data.index.rows[i].latent_id for i in inputs.batch.rows]
     with open(Path(cfg.metrics_dir) / "samples.jsonl", "a") as f:  # type: ignore[arg-type]
-        f.write(json.dumps({"step": step, "epoch": inputs.batch.epoch, "bucket": inputs.batch.bucket,
-                            "latent_ids": ids}) + "\n")
+        f.write(json.dumps({"step": step, "stream": inputs.batch.stream, "epoch": inputs.batch.epoch,
+                            "bucket": inputs.batch.bucket, "latent_ids": ids}) + "\n")
 
 
 class _Meter:
@@ -255,11 +257,11 @@ def prepare(cfg: DiTTrainConfig) -> LatentIndex:
     dims = ParallelDims(cfg.num_workers, dp_replicate=cfg.parallel.dp_replicate, fsdp=cfg.parallel.fsdp,
                         ulysses=cfg.parallel.ulysses, ring=cfg.parallel.ring)
     dims.check_model(config.num_heads)
-    buckets, expected = stage_buckets(cfg, config.in_dim)
+    stage = stage_buckets(cfg, config.in_dim)
     lake = Lake(cfg.lake, cfg.storage_options)
-    index = LatentIndex.from_lake(lake, buckets)
+    index = LatentIndex.from_lake(lake, stage.buckets)
     index.check(in_dim=config.in_dim, patch=config.patch_size, global_batch=cfg.global_batch_size,
-                expected=expected)
+                expected=stage.shapes)
     check_text_keys(lake, index)
     if cfg.global_batch_size % dims.data_parallel:
         raise ValueError(f"global_batch_size {cfg.global_batch_size} is not divisible by the "

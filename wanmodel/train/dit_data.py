@@ -25,9 +25,21 @@ import torch
 
 from curation.jobconfig import ConfigError
 from curation.lake.tables import Lake
+from wanmodel.train.dit_plan import Batch, EpochPlan
 
-__all__ = ["Batch", "DataError", "EpochPlan", "IndexRow", "LatentIndex", "TextStore", "TrainData", "check_text_keys",
-           "index_filter", "stage_buckets"]
+__all__ = [
+    "Batch",
+    "DataError",
+    "EpochPlan",
+    "IndexRow",
+    "LatentIndex",
+    "StageData",
+    "TextStore",
+    "TrainData",
+    "check_text_keys",
+    "index_filter",
+    "stage_buckets",
+]
 
 INDEX_COLUMNS = ["latent_id", "bucket", "media_type", "shape", "text_key", "status"]
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -104,42 +116,6 @@ def _check_fits(bucket: str, shape: tuple[int, ...], in_dim: int, patch: Sequenc
                         f"[{in_dim}, F, H, W]")
     if any(s % p for s, p in zip(shape[1:], patch)):
         raise DataError(f"bucket {bucket!r}: latent shape {list(shape)} is not divisible by the patch {list(patch)}")
-
-
-# -------------------------------------------------------------------------------------------------- the plan
-@dataclass(frozen=True)
-class Batch:
-    step: int
-    epoch: int
-    bucket: str
-    rows: tuple[int, ...]  # positions in LatentIndex.rows, the whole global batch
-
-
-class EpochPlan:
-    """Bucket-homogeneous global batches of each epoch, a function of (seed, epoch)."""
-
-    def __init__(self, index: LatentIndex, global_batch: int, seed: int) -> None:
-        self.index, self.global_batch, self.seed = index, global_batch, seed
-        self.per_epoch = sum(len(index.by_bucket[b]) // global_batch for b in index.buckets)
-        self._cache: tuple[int, list[tuple[str, tuple[int, ...]]]] | None = None
-
-    def epoch(self, epoch: int) -> list[tuple[str, tuple[int, ...]]]:
-        if self._cache is not None and self._cache[0] == epoch:
-            return self._cache[1]
-        batches = []
-        for b, bucket in enumerate(self.index.buckets):
-            members = np.array(self.index.by_bucket[bucket])
-            order = members[np.random.default_rng([self.seed, epoch, b]).permutation(len(members))]
-            for start in range(0, len(order) - self.global_batch + 1, self.global_batch):
-                batches.append((bucket, tuple(int(i) for i in order[start:start + self.global_batch])))
-        shuffled = [batches[i] for i in np.random.default_rng([self.seed, epoch]).permutation(len(batches))]
-        self._cache = (epoch, shuffled)
-        return shuffled
-
-    def batch(self, step: int) -> Batch:
-        epoch, position = divmod(step, self.per_epoch)
-        bucket, rows = self.epoch(epoch)[position]
-        return Batch(step, epoch, bucket, rows)
 
 
 # ------------------------------------------------------------------------------------------- tensors and text
@@ -220,11 +196,12 @@ class TrainData:
     """Index, plan, tensors and text of one worker; ``inputs(step)`` is this data shard's part of a step."""
 
     def __init__(self, lake: Lake, index: LatentIndex, *, global_batch: int, seed: int, shard: int, shards: int,
-                 text_dim: int, text_len: int, normalize: bool) -> None:
+                 text_dim: int, text_len: int, normalize: bool, mix: dict[str, float] | None = None,
+                 media: dict[str, str] | None = None) -> None:
         if global_batch % shards:
             raise DataError(f"global_batch_size {global_batch} is not divisible by the {shards} data shards")
         self.index, self.seed, self.normalize = index, seed, normalize
-        self.plan = EpochPlan(index, global_batch, seed)
+        self.plan = EpochPlan(index, global_batch, seed, mix, media)
         self.local = global_batch // shards
         self.lo = shard * self.local
         self.latents = LatentStore(lake, index)
@@ -262,13 +239,23 @@ def check_text_keys(lake: Lake, index: LatentIndex) -> None:
                             "is not in text_embeddings (status ok)")
 
 
-def stage_buckets(cfg: object, channels: int) -> tuple[list[str], dict[str, tuple[int, ...]] | None]:
-    """The bucket names a run trains on, and their latent shapes when a curriculum stage defines them."""
+@dataclass(frozen=True)
+class StageData:
+    """What a run trains on: bucket names, their latent shapes, media types and the mix (from a curriculum)."""
+
+    buckets: list[str]
+    shapes: dict[str, tuple[int, ...]] | None = None
+    media: dict[str, str] | None = None
+    mix: dict[str, float] | None = None
+
+
+def stage_buckets(cfg: object, channels: int) -> StageData:
+    """The buckets a run trains on: the config's ``buckets``, or those of its curriculum stage."""
     buckets = getattr(cfg, "buckets", None)
     if buckets is not None:
-        return list(buckets), None
+        return StageData(list(buckets))
     from wanmodel.data.buckets import Curriculum
 
     stage = Curriculum.load(cfg.curriculum).stage(cfg.stage)  # type: ignore[attr-defined]
-    return ([b.name for b in stage.buckets],
-            {b.name: tuple(b.latent_shape(channels)) for b in stage.buckets})
+    return StageData([b.name for b in stage.buckets], {b.name: tuple(b.latent_shape(channels)) for b in stage.buckets},
+                     {b.name: b.media_type for b in stage.buckets}, dict(stage.mix))

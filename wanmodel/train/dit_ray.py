@@ -53,7 +53,7 @@ def run_trainer(cfg: DiTTrainConfig, rows: int) -> dict[int, float]:
     from wanmodel.train.dit_data import INDEX_COLUMNS, index_filter, stage_buckets
 
     ensure_ray(cfg.ray_address, num_cpus=math.ceil(cfg.num_workers * cfg.cpus_per_worker) + 1)
-    buckets, _ = stage_buckets(cfg, 0)
+    buckets = stage_buckets(cfg, 16).buckets
     index = ray.data.read_lance(Lake(cfg.lake, cfg.storage_options).uri("latents"), columns=INDEX_COLUMNS,
                                 filter=index_filter(buckets), storage_options=cfg.storage_options)
     storage = _storage_path(cfg)
