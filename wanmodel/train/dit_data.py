@@ -4,7 +4,8 @@ of a batch, and the text embeddings of its captions.
 The data position is the step alone. Every worker holds the same small index (latent_id, bucket, shape, text_key
 of every usable row; under Ray Train it comes through ``ray.data.read_lance`` and ``get_dataset_shard``, not
 split), sorted by ``latent_id``. The plan of an epoch is a function of (seed, epoch): each bucket's rows shuffled
-and cut into full global batches, then the batches shuffled. Step ``s`` is batch ``s % n`` of epoch ``s // n``;
+and cut into full global batches, then the batches shuffled (``dit_plan``; a stage's mix gives each media type its
+own stream of epochs). Step ``s`` is batch ``s % n`` of epoch ``s // n``;
 data shard ``r`` of ``k`` (``ParallelMesh.rank("data")``; context-parallel ranks of one group share it) takes the
 ``r``-th contiguous slice of it and reads only those rows' tensors (Lance ``take``). So a resumed run continues
 exactly where the checkpoint was, no sample of an epoch is seen twice or skipped (a bucket's last rows short of a
