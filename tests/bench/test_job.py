@@ -1,0 +1,151 @@
+"""The Wan-Bench scoring job on generated media with known scores (two toy dimensions, ``tests.bench.toy_dims``):
+an mp4 folder and a ``samples`` table scored into ``bench_scores`` with the right values, a corrupt sample is an
+error row for each of its dimensions while the rest are scored, a re-run adds nothing, kill -9 then re-run leaves
+every (sample, dimension) exactly once with the uninterrupted run's values, and the summary's weighted total."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from curation.lake import Lake
+from tests.bench.toy_dims import flicker_video, gray_video, write_folder
+
+DIMS = ["toy_brightness", "toy_motion"]
+MODULES = ["tests.bench.toy_dims"]
+
+
+def _config(tmp: Path, **extra: Any) -> dict[str, Any]:
+    return {"lake": str(tmp / "lake"), "run": "toy", "dimensions": DIMS, "dimension_modules": MODULES,
+            "execution": "local", "commit_every": 1, "max_frames": 8, **extra}
+
+
+def _folder(tmp: Path) -> Path:
+    root = write_folder(tmp / "videos", {"dark-0": gray_video(64), "bright-0": gray_video(192),
+                                         "flicker-0": flicker_video(), "still.png": gray_video(128, frames=1)})
+    (root / "corrupt-0.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    return root
+
+
+def _scores(lake: Lake, run: str = "toy") -> dict[tuple[str, str], dict[str, Any]]:
+    rows = lake.read("bench_scores", filter=f"run = '{run}'").to_pylist()
+    keys = [(r["sample_id"], r["dimension"]) for r in rows]
+    assert len(keys) == len(set(keys)), "a (sample, dimension) was written twice"
+    return {(r["sample_id"], r["dimension"]): r for r in rows}
+
+
+def _run(data: dict[str, Any]) -> dict[str, Any]:
+    from bench.job import BenchJobConfig, run_bench
+
+    return run_bench(BenchJobConfig(**data))
+
+
+def test_folder_known_scores_corrupt_error_rows_and_rerun(tmp_path: Path) -> None:
+    result = _run(_config(tmp_path, videos_dir=str(_folder(tmp_path))))
+    lake = Lake(str(tmp_path / "lake"))
+    scores = _scores(lake)
+    assert len(scores) == 10  # 5 samples x 2 dimensions, errors included
+    assert scores[("dark-0.mp4", "toy_brightness")]["score"] == pytest.approx(64 / 255, abs=2 / 255)
+    assert scores[("bright-0.mp4", "toy_brightness")]["score"] == pytest.approx(192 / 255, abs=2 / 255)
+    assert scores[("flicker-0.mp4", "toy_motion")]["score"] == pytest.approx(1.0, abs=0.02)
+    assert scores[("dark-0.mp4", "toy_motion")]["score"] == pytest.approx(0.0, abs=0.01)
+    assert scores[("dark-0.mp4", "toy_motion")]["group"] == "dynamic_quality"
+    for dim in DIMS:  # the corrupt video: an error row for each dimension, naming the decode failure
+        row = scores[("corrupt-0.mp4", dim)]
+        assert row["status"] == "error" and row["score"] is None and row["error"].startswith("decode:")
+    still = scores[("still.png", "toy_motion")]  # the dimension refuses one frame: that pair only is an error
+    assert still["status"] == "error" and "at least 2 frames" in still["error"]
+    assert scores[("still.png", "toy_brightness")]["score"] == pytest.approx(128 / 255, abs=2 / 255)
+    assert json.loads(scores[("dark-0.mp4", "toy_brightness")]["evidence_json"])["answer"] == "brightness of dark"
+    summary = result["summary"]
+    bright = np.mean([64, 192, 127.5, 128]) / 255  # the four videos that decoded
+    assert summary.means["toy_brightness"] == pytest.approx(bright, abs=0.01)
+    assert summary.counts["toy_motion"] == {"ok": 3, "error": 2}
+    assert summary.total == pytest.approx((summary.means["toy_brightness"] + summary.means["toy_motion"]) / 2)
+    samples = lake.read("bench_samples").to_pylist()
+    assert {s["sample_id"] for s in samples if s["thumbnail"]} == {"dark-0.mp4", "bright-0.mp4", "flicker-0.mp4",
+                                                                   "still.png"}
+    assert {s["prompt"] for s in samples} >= {"dark", "flicker"}  # VBench's {prompt}-{n}.mp4 naming
+    again = _run(_config(tmp_path, videos_dir=str(tmp_path / "videos")))
+    assert again["pending_samples"] == 0 and again["written"] == 0 and len(_scores(lake)) == 10
+
+
+def test_suite_picks_dimensions_and_metadata_and_fitted_weights(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt": "dark", "dimensions": ["toy_brightness"], "meta": {"style": "noir"}},
+        {"prompt": "flicker", "dimension": "toy_motion"}]) + "\n")
+    weights = tmp_path / "weights.json"
+    weights.write_text(json.dumps({"weights": {"toy_brightness": 3.0, "toy_motion": 1.0}}))
+    result = _run(_config(tmp_path, videos_dir=str(folder), prompts_file=str(suite), weights_file=str(weights)))
+    scores = _scores(Lake(str(tmp_path / "lake")))
+    assert ("dark-0.mp4", "toy_motion") not in scores and ("flicker-0.mp4", "toy_brightness") not in scores
+    assert ("bright-0.mp4", "toy_motion") in scores  # a prompt the suite does not name: every dimension
+    meta = {s["sample_id"]: json.loads(s["meta_json"]) for s in Lake(str(tmp_path / "lake")).read(
+        "bench_samples").to_pylist()}
+    assert meta["dark-0.mp4"] == {"style": "noir"}
+    s = result["summary"]
+    assert s.weights_source == str(weights)
+    assert s.total == pytest.approx((3 * s.means["toy_brightness"] + s.means["toy_motion"]) / 4)
+
+
+def _samples_lake(lake_dir: Path, videos: dict[str, np.ndarray], model: str = "m") -> None:
+    from curation.lake.tables import KeyedWriter
+    from wanmodel.pipelines.common import mp4_bytes
+
+    rows = [{"sample_id": sid, "task": "t2v", "prompt": f"prompt {sid}", "model": model, "media_format": "mp4",
+             "video": mp4_bytes(v, 8) if v is not None else b"not a video", "num_frames": 6, "fps": 8.0,
+             "status": "ok", "created_at": dt.datetime.now(dt.UTC)} for sid, v in videos.items()]
+    KeyedWriter(Lake(str(lake_dir)), "samples").append(rows)
+
+
+def test_samples_table_on_ray_actor_pools(tmp_path: Path) -> None:
+    _samples_lake(tmp_path / "lake", {"a": gray_video(32), "b": flicker_video(), "bad": None})
+    result = _run(_config(tmp_path, execution="ray", ray={"num_cpus": 2}, decode={"concurrency": 1},
+                          score={"concurrency": 1}, batch_size=2))
+    scores = _scores(Lake(str(tmp_path / "lake")))
+    assert len(scores) == 6 and result["written"] == 6
+    assert scores[("a", "toy_brightness")]["score"] == pytest.approx(32 / 255, abs=2 / 255)
+    assert scores[("b", "toy_motion")]["score"] == pytest.approx(1.0, abs=0.02)
+    assert {scores[("bad", d)]["status"] for d in DIMS} == {"error"}
+
+
+def test_unknown_dimension_and_bad_run_name_are_refused(tmp_path: Path) -> None:
+    from bench.job import BenchJobConfig, check_dimensions
+
+    with pytest.raises(ValueError, match="unknown dimensions"):
+        check_dimensions(BenchJobConfig(**_config(tmp_path, dimensions=["toy_brightness", "no_such"])))
+    with pytest.raises(ValueError, match="'@'"):
+        BenchJobConfig(**_config(tmp_path, run="a@b"))
+
+
+@pytest.mark.slow
+def test_kill9_then_rerun_scores_every_pair_once(tmp_path: Path) -> None:
+    from tests.jobs.test_kill_resume import Case, kill_at_random_commit
+
+    folder = _folder(tmp_path)
+    for i in range(4):  # more commits to land the kill between
+        write_folder(folder, {f"gray{i}-0": gray_video(40 * i + 20)})
+    reference = tmp_path / "reference"
+    _run(_config(tmp_path, lake=str(reference), videos_dir=str(folder)))
+    lake = tmp_path / "lake"
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump(_config(tmp_path, videos_dir=str(folder))))
+    case = Case("jobs.bench", ["--config", str(config)], lake, reference, ("bench_scores",), "bench_scores")
+    kill = kill_at_random_commit(case, 9, np.random.default_rng(3), tmp_path)
+    assert kill.at_commit >= 1
+    partial = len(_scores(Lake(str(lake)))) if Lake(str(lake)).exists("bench_scores") else 0
+    assert partial < 18
+    _run(_config(tmp_path, videos_dir=str(folder)))
+    got, want = _scores(Lake(str(lake))), _scores(Lake(str(reference)))
+    assert got.keys() == want.keys() and len(got) == 18
+    for key, row in want.items():
+        assert got[key]["status"] == row["status"] and got[key]["score"] == row["score"], key
+    shutil.rmtree(reference)
