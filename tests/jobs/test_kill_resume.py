@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from tests.jobs.kill_resume_lakes import (
 )
 from tests.jobs.kill_target import DELAY_VAR, LOG_VAR
 
-SEED = 15
+SEED = int(os.environ.get("KILL_RESUME_SEED", "15"))  # another seed, other kill points
 DELAY = 0.3  # seconds before each commit of the victim
 RAY_CASES = {"embed", "quality", "semantic_dedup"}  # on the local Ray (actor pools, tasks); the rest in-process
 CASES = (*KILLED_STAGES, "caption", "sample")
@@ -150,51 +151,67 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _commits_started(log: Path, table: str) -> int:
+def _commits(log: Path, event: str, table: str) -> int:
+    """How many commits of ``table`` the victim has announced with ``event`` ("before" or "after")."""
     if not log.exists():
         return 0
     return sum(1 for line in log.read_text().splitlines()
-               if line.startswith("before ") and line.rstrip("/").endswith(f"/{table}.lance"))
+               if line.startswith(f"{event} ") and line.rstrip("/").endswith(f"/{table}.lance"))
 
 
 @dataclass
 class Kill:
+    """Where the victim was killed: ``offset_s`` after it announced ``event`` ("before"/"after") of its commit
+    ``at_commit`` of the watched table; ``commits_done`` of them had completed."""
+
     at_commit: int
+    event: str
     offset_s: float
     commits_done: int
 
 
+def _kill_family(proc: subprocess.Popen) -> None:
+    """SIGKILL the victim's process group and every process below it (Ray's raylet and workers)."""
+    family = _descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
 def kill_at_random_commit(case: Case, n_commits: int, rng: np.random.Generator, tmp: Path) -> Kill:
-    """Start the job in its own session, wait for its ``k``-th commit of the watched table to begin (``k`` seeded,
-    1..n_commits - 1: not the last), wait a seeded fraction of the pre-commit pause more (the kill lands before,
-    during or just after that commit), then SIGKILL the process group and every process it started."""
-    k, offset = int(rng.integers(1, max(2, n_commits))), float(rng.uniform(0, DELAY * 1.2))
+    """Start the job in its own session; wait until it announces the start ("before") or the end ("after") of its
+    ``k``-th commit of the watched table (both seeded; ``k`` in 1..n_commits - 1, not the last), then a seeded
+    fraction of the pause before a commit more, and SIGKILL it. The kill lands while rows are computed, just before
+    a commit, during one, or after the last one but before the ``runs`` row."""
+    k = int(rng.integers(1, max(2, n_commits)))
+    event, offset = str(rng.choice(["before", "after"])), float(rng.uniform(0, DELAY * 1.2))
     log = tmp / "commits.log"
-    env = {**os.environ, LOG_VAR: str(log), DELAY_VAR: str(DELAY), "OMP_NUM_THREADS": "1"}
+    # The victim starts its own Ray (none of this process's RAY_* settings, its own short temp folder), so the
+    # kill takes its whole Ray with it.
+    ray_tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")
+    env = {**{name: value for name, value in os.environ.items() if not name.startswith("RAY_")},
+           "RAY_TMPDIR": ray_tmp, LOG_VAR: str(log), DELAY_VAR: str(DELAY), "OMP_NUM_THREADS": "1"}
     with open(tmp / "victim.err", "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "tests.jobs.kill_target", case.module, *case.args,
                                  *case.local_flag], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err,
                                 start_new_session=True)
     deadline = time.time() + 300
     try:
-        while _commits_started(log, case.watched) < k and proc.poll() is None and time.time() < deadline:
+        while _commits(log, event, case.watched) < k and proc.poll() is None and time.time() < deadline:
             time.sleep(0.02)
         time.sleep(offset)
         alive = proc.poll() is None
     finally:
-        family = _descendants(proc.pid)
-        os.killpg(proc.pid, signal.SIGKILL)
-        for pid in family:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait()
-    assert alive, (f"the job ended before its commit {k} of {case.watched} could be interrupted "
-                   f"(rc {proc.returncode}): {(tmp / 'victim.err').read_text()[-3000:]}")
-    done = sum(1 for line in log.read_text().splitlines() if line.startswith("after ")
-               and line.rstrip("/").endswith(f"/{case.watched}.lance"))
-    return Kill(k, offset, done)
+        _kill_family(proc)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    kill = Kill(k, event, offset, _commits(log, "after", case.watched))
+    assert alive, (f"the job ended before it could be killed at {kill} (rc {proc.returncode}): "
+                   f"{(tmp / 'victim.err').read_text()[-3000:]}")
+    return kill
 
 
 # ------------------------------------------------------------------------------------------------ the runs
