@@ -211,6 +211,7 @@ def run_model_stage(lake: Lake, spec: ModelStageSpec, *, backend: str = "ray", c
         log.info("%s: %d rows to score (%s, batch %d, %d actor(s))", spec.name, len(positions), backend,
                  spec.batch_size, spec.concurrency)
         job.consume(_batches(spec, lake, positions, version, backend))
+    job.commit()  # the last partial batch too, before "total" is counted
     result = job.finish(len(positions), config=config, inputs={spec.input_table: version}, record=record,
                         counts={"total": lake.count(spec.table)})
     result.extra["stale_dropped"] = stale
