@@ -3,12 +3,23 @@
 ``DIMENSIONS[name](section)`` builds a dimension from its config section (a dict or None); modules that need
 torch, transformers or ultralytics import them only when a dimension is built.
 """
-from bench.dimensions.base import GROUPS, BenchVideo, Dimension, DimensionFactory, DimensionScore
+from bench.dimensions.base import (
+        GROUPS,
+        BenchVideo,
+        Dimension,
+        DimensionFactory,
+        DimensionScore,
+)
 from bench.dimensions.camera_control import CameraControl
 from bench.dimensions.human_artifacts import HumanArtifacts
 from bench.dimensions.id_consistency import IdConsistency
 from bench.dimensions.image_quality import ImageQuality, SceneQuality
-from bench.dimensions.judged import ActionFollowing, PhysicalPlausibility, Smoothness, Stylization
+from bench.dimensions.judged import (
+        ActionFollowing,
+        PhysicalPlausibility,
+        Smoothness,
+        Stylization,
+)
 from bench.dimensions.motion_dims import LargeMotion, PixelStability
 from bench.dimensions.objects import MultipleObjects, SingleObject, SpatialPosition
 

@@ -74,7 +74,7 @@ def draw_shape(frame: np.ndarray, shape: str, colour: str, cx: float, cy: float,
     col = COLOURS[colour]
     r = size / 2.0
     if shape == "circle":
-        cv2.circle(frame, (int(round(cx)), int(round(cy))), int(round(r)), col, -1, cv2.LINE_AA)
+        cv2.circle(frame, (round(cx), round(cy)), round(r), col, -1, cv2.LINE_AA)
     elif shape == "square":
         cv2.rectangle(frame, (int(cx - r), int(cy - r)), (int(cx + r), int(cy + r)), col, -1)
     else:

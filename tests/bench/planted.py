@@ -30,7 +30,7 @@ class ShapeColourEncoder:
         if subject.sum() < 10:
             return np.zeros(self.dim)
         v[: len(COLOURS)] /= subject.sum()
-        n, _, stats, _ = cv2.connectedComponentsWithStats(subject.astype(np.uint8), connectivity=8)
+        _, _, stats, _ = cv2.connectedComponentsWithStats(subject.astype(np.uint8), connectivity=8)
         for x, y, w, h, area in stats[1:]:
             if area >= 10:
                 fill = area / float(w * h)

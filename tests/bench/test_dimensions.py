@@ -7,15 +7,27 @@ import pytest
 from bench.dimensions import DIMENSIONS, GROUPS, BenchVideo
 from bench.dimensions.camera_control import CameraControl, classify_camera
 from bench.dimensions.id_consistency import IdConsistency
-from bench.dimensions.image_quality import ImageQuality, SceneQuality
-from bench.dimensions.judged import ActionFollowing, PhysicalPlausibility, Smoothness, Stylization
+from bench.dimensions.image_quality import SceneQuality
+from bench.dimensions.judged import (
+    ActionFollowing,
+    PhysicalPlausibility,
+    Smoothness,
+    Stylization,
+)
 from bench.dimensions.motion_dims import LargeMotion, PixelStability
 from bench.dimensions.objects import MultipleObjects, SingleObject, SpatialPosition
 from bench.judge import VLMJudge
 from curation.jobconfig import ConfigError
 from curation.models import WeightsNotFoundError
-from curation.synth.bench_videos import (CAMERA_MOVES, camera_video, draw_shape, identity_swap_video, noisy_video,
-                                         shape_video, static_video)
+from curation.synth.bench_videos import (
+    CAMERA_MOVES,
+    camera_video,
+    draw_shape,
+    identity_swap_video,
+    noisy_video,
+    shape_video,
+    static_video,
+)
 from tests.bench.planted import ScriptedBackend, ShapeColourEncoder
 
 
@@ -158,3 +170,31 @@ def test_human_artifacts_end_to_end_on_random_yolo(tmp_path):
     result = DIMENSIONS["human_artifacts"]({"weights": str(path), "imgsz": 64, "max_frames": 2}).score(
         vid(static_video(n_frames=2)))
     assert 0.0 <= result.score <= 1.0 and result.evidence["num_frames"] == 2
+
+
+class _Boxes:
+    def __init__(self, conf, xyxy):
+        import torch
+
+        self.conf, self.xyxy = torch.tensor(conf, dtype=torch.float32), torch.tensor(xyxy, dtype=torch.float32)
+
+
+class _Result:
+    def __init__(self, conf, xyxy, shape=(96, 128)):
+        self.boxes, self.orig_shape = _Boxes(conf, xyxy), shape
+
+
+class _PlantedDetector:
+    """Half the frames have one artifact box of confidence 0.8 covering 12.5% of the frame (48 x 32 of 96 x 128)."""
+
+    def predict(self, frames, **kwargs):
+        return [_Result([0.8], [[0, 0, 48, 32]]) if i % 2 == 0 else _Result([], [])
+                for i in range(len(frames))]
+
+
+def test_human_artifacts_severity_from_likelihood_area_duration():
+    dim = DIMENSIONS["human_artifacts"]({"area_ref": 0.25}, model=_PlantedDetector())
+    result = dim.score(vid(static_video(n_frames=4)))
+    # duration 0.5, likelihood 0.8, area 0.125 -> severity 0.5 * 0.8 * 0.125 / 0.25 = 0.2
+    assert result.evidence["duration"] == 0.5 and result.evidence["box_area"] == pytest.approx(0.125)
+    assert result.score == pytest.approx(0.8, abs=1e-6)

@@ -9,8 +9,15 @@ import pytest
 from scipy.stats import spearmanr
 
 from bench.dimensions import DIMENSIONS
-from bench.weights import (PreferenceError, Weights, fit_weights, read_preferences, scores_from_rows,
-                           uniform_weights, weighted_total)
+from bench.weights import (
+    PreferenceError,
+    Weights,
+    fit_weights,
+    read_preferences,
+    scores_from_rows,
+    uniform_weights,
+    weighted_total,
+)
 
 
 def planted(seed: int = 0, n_videos: int = 2000, n_pairs: int = 30000, rough: bool = False):
