@@ -44,6 +44,7 @@ class _ObjectDimension:
     def __init__(self, section: Any = None, encoder: Any = None) -> None:
         self.cfg = parse_section(ObjectSection, section)
         self.encoder = clip_encoder(self.cfg.clip, encoder, self.name)
+        self._text_cache: dict[str, np.ndarray] = {}
 
     def objects(self, video: BenchVideo) -> list[str]:
         objs = [str(o) for o in need_meta(video, "objects", self.name)]
@@ -52,7 +53,12 @@ class _ObjectDimension:
         return objs
 
     def texts(self, names: list[str]) -> np.ndarray:
-        return self.encoder.encode_text([self.cfg.template.format(n) for n in names])
+        """Text embeddings of ``names`` (cached: the distractors recur in every video)."""
+        todo = [n for n in names if n not in self._text_cache]
+        if todo:
+            emb = self.encoder.encode_text([self.cfg.template.format(n) for n in todo])
+            self._text_cache.update(zip(todo, emb))
+        return np.stack([self._text_cache[n] for n in names])
 
     def distractors(self, video: BenchVideo, objs: list[str]) -> list[str]:
         pool = video.meta.get("distractors") or DEFAULT_DISTRACTORS
