@@ -5,7 +5,7 @@
   wan curate train-expert --name N --table T --out F    train an expert head on CLIP embeddings
   wan curate render-text --lake L --language zh|en      render text-on-white images into image_text
   wan curate ocr-text --lake L                          real keyframes with their OCR text into image_text
-  wan demo [--out DIR]                                  the end-to-end demo on the embedded local Ray + Lance
+  wan demo [--out DIR] [--no-toy]                       the end-to-end demo (curation, then the toy world DiT)
   wan vae roundtrip IN.mp4 OUT.mp4 [--weights PATH]     Wan-VAE encode + decode, prints PSNR
   wan train --config FILE                                DiT training on Ray Train (python -m jobs.train)
   wan train-vae --config FILE                            Wan-VAE training on Ray Train (python -m jobs.train_vae)
@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -34,62 +33,9 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from curation.config import load_config
-    from curation.pipeline import run_curation
-    from curation.synth import generate
+    from jobs.demo import run_demo
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    out = os.path.abspath(args.out)
-    media = os.path.join(out, "media")
-    if not os.path.exists(os.path.join(out, "labels.parquet")):
-        print(f"[demo] generating sample media into {media}")
-        generate(out, preset="demo", seed=args.seed)
-    cfg = load_config(args.config, {"lake": os.path.join(out, "lake"), "input.paths": [media]})
-    import pyarrow.parquet as pq
-
-    from curation.config import EMBEDDING_STAGES, MODEL_STAGES
-    from curation.demo_models import prepare_demo_models, train_demo_experts
-    from curation.embeddings.demo_truth import quality_agreement, rate_todo_from_labels, semantic_dedup_agreement
-    from curation.lake import Lake
-
-    extra = (*MODEL_STAGES, *EMBEDDING_STAGES, "split")
-    cfg.stages = [*cfg.stages, *(s for s in extra if s not in cfg.stages)]  # validated: back in stage order
-    cfg = prepare_demo_models(cfg, out)  # tiny random CLIP/aesthetic weights unless the config names real ones
-    labels = pq.read_table(os.path.join(out, "labels.parquet"))
-    expert_metrics: dict[str, dict[str, float]] = {}
-    hooks = {"experts": lambda: expert_metrics.update(train_demo_experts(cfg, labels, out)),
-             # The human rating round, simulated from the generator's labels (people rate real data).
-             "quality": lambda: rate_todo_from_labels(Lake(cfg.lake), labels, cfg.quality,
-                                                      os.path.join(out, "ratings_simulated.csv"))}
-    print("[demo] curating (ingest, shot split + classical filters, dedup, model stages, select) on the local Ray")
-    summary = run_curation(cfg, before_stage=hooks)
-    print(summary.text())
-    if summary.report_dir:
-        with open(os.path.join(summary.report_dir, "summary.txt")) as f:
-            print(f.read())
-        print(f"[demo] report: {os.path.join(summary.report_dir, 'report.html')}")
-    from curation.evaluation import evaluate
-
-    ev = evaluate(Lake(cfg.lake), labels, min_duration_s=cfg.select.min_duration_s)
-    print("[demo] classical filters against the generator's ground truth:\n" + ev.text())
-    from curation.demo_models import text_detection_scores
-
-    if cfg.select.max_text_coverage is not None and (t := text_detection_scores(Lake(cfg.lake), labels,
-                                                                                cfg.select.max_text_coverage)):
-        print(f"[demo] OCR text detection against the generator's text overlays (coverage > "
-              f"{cfg.select.max_text_coverage}): accuracy {t['accuracy']:.3f}, F1 {t['f1']:.3f} "
-              f"({t['true_pos']:.0f} found, {t['false_pos']:.0f} false, {t['false_neg']:.0f} missed)")
-    for name, m in expert_metrics.items():
-        print(f"[demo] expert {name} (trained on the generator's labels), held out: "
-              + ", ".join(f"{k}={v:.3f}" for k, v in sorted(m.items()) if k.startswith("val_")))
-    agreement = quality_agreement(Lake(cfg.lake), labels)
-    print("[demo] quality expert vs the simulated rater on clips nobody rated: "
-          + ", ".join(f"{k}={v:.3f}" for k, v in agreement.items()))
-    dedup = semantic_dedup_agreement(Lake(cfg.lake), labels)
-    print("[demo] semantic dedup vs the generated copies: " + ", ".join(f"{k}={v:.3f}" for k, v in dedup.items())
-          + ("  (a random-initialised CLIP also places unrelated clips this close)" if dedup["precision"] < 0.9
-             else ""))
-    return 0
+    return run_demo(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="out/demo")
     p.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "configs", "demo.yaml"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-toy", action="store_true", help="stop after curation (no toy world)")
+    p.add_argument("--toy-config", help="toy world YAML (default jobs/configs/toy_world.yaml)")
     p.set_defaults(fn=_demo)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["curate"] and len(argv) > 1:

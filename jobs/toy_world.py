@@ -1,0 +1,399 @@
+"""The toy world of ``wan demo``: from the curated demo lake to a tiny DiT that visibly learns, on the jobs' own code.
+
+    caption  -> the generator's reference captions (one dominant colour each) into ``captions`` (model_id
+                ``reference``) through the lake driver, or the caption job when a captioner is configured
+    vae      -> the tiny Wan-VAE trained briefly on the curated lake (``python -m jobs.train_vae``'s entry point)
+    encode   -> ``latents`` + ``text_embeddings`` with that VAE and the tiny umT5 (the encode job), for the training
+                lake and for a validation lake that holds the held-out clips' captions only
+    train    -> the tiny DiT on the training caches (the DiT trainer, in this process)
+    figures  -> validation flow-matching loss (held-out clips, fixed noise and sigmas) of the untrained and the
+                trained model; samples of both (same seeds, prompts naming colours): colour-histogram distance to
+                the training clips and the rate at which a sample's dominant colour is the prompt's
+
+Held-out clips: every ``holdout_every``-th kept clip (in ``clip_id`` order) is captioned in a copy of the lake
+(``toy/val_lake``: the ``videos``, ``clips`` and ``curated`` tables) instead of the demo lake, so the training
+caches never contain it. Settings: ``jobs/configs/toy_world.yaml``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from curation.jobconfig import Strict, apply_overrides, load_yaml_config, read_yaml
+from curation.lake import Lake
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+REFERENCE_MODEL_ID = "reference"
+
+
+class SampleSection(Strict):
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3])
+    num_steps: int = Field(20, ge=1)
+    shift: float = Field(1.0, gt=0)
+    solver: str = "euler"
+    guidance_scale: float = Field(1.0, ge=1.0)
+    size: int = Field(32, ge=16)  # the tiny stage's image bucket
+
+
+class ToyWorldConfig(Strict):
+    holdout_every: int = Field(5, ge=2)
+    vae_config: str = str(CONFIGS / "toy_vae.yaml")
+    encode_config: str = str(CONFIGS / "toy_encode.yaml")
+    train_config: str = str(CONFIGS / "toy_train.yaml")
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per step: vae / encode / train
+    val_sigmas: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
+    val_seed: int = 1234
+    sample: SampleSection = Field(default_factory=SampleSection)
+
+
+def load_toy_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ToyWorldConfig:
+    return load_yaml_config(path, ToyWorldConfig, overrides)
+
+
+@dataclass
+class ToyFigures:
+    val_loss_start: float
+    val_loss_end: float
+    hist_distance_untrained: float
+    hist_distance_trained: float
+    colour_rate_untrained: float
+    colour_rate_trained: float
+    chance: float
+    colours: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def val_ratio(self) -> float:
+        return self.val_loss_end / self.val_loss_start
+
+    def text(self) -> str:
+        verdict = "met" if self.val_ratio <= 0.6 else "MISSED"
+        loss = (f"[toy] validation flow-matching loss (held-out clips, fixed noise and sigmas): "
+                f"{self.val_loss_start:.4f} untrained -> {self.val_loss_end:.4f} trained "
+                f"({100 * self.val_ratio:.0f} % of the start; target <= 60 %: {verdict})")
+        hist = (f"[toy] colour-histogram distance of samples to the training clips (total variation over 6 hue "
+                f"bins + grey, lower is closer): untrained {self.hist_distance_untrained:.3f}, trained "
+                f"{self.hist_distance_trained:.3f}")
+        rate = (f"[toy] samples whose dominant colour is the prompt's ({', '.join(self.colours)}): untrained "
+                f"{100 * self.colour_rate_untrained:.0f} %, trained {100 * self.colour_rate_trained:.0f} % "
+                f"(chance {100 * self.chance:.0f} %)")
+        times = "[toy] times: " + ", ".join(f"{k} {v:.0f}s" for k, v in self.timings.items())
+        return f"{loss}\n{hist}\n{rate}\n{times}"
+
+
+@dataclass
+class ToyPaths:
+    root: Path
+    lake: str  # the curated demo lake (training captions and caches)
+
+    @property
+    def val_lake(self) -> str:
+        return str(self.root / "val_lake")
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+
+# ------------------------------------------------------------------------------------------------- captions
+def _match_labels(clips: list[dict[str, Any]], labels: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each clip with the label segment of its file that it overlaps most."""
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for seg in labels:
+        by_file.setdefault(seg["file"], []).append(seg)
+    out = {}
+    for c in clips:
+        segs = by_file.get(os.path.basename(c["uri"]), [])
+        overlap = [min(s["end_frame"], c["end_frame"]) - max(s["start_frame"], c["start_frame"]) for s in segs]
+        if segs and max(overlap) > 0:
+            out[c["clip_id"]] = segs[int(np.argmax(overlap))]
+    return out
+
+
+def kept_clips(lake: Lake) -> list[dict[str, Any]]:
+    cols = ["clip_id", "uri", "media_type", "start_frame", "end_frame"]
+    return sorted(lake.read("curated", columns=cols, filter="keep = true").to_pylist(), key=lambda r: r["clip_id"])
+
+
+def reference_captions(lake: Lake, labels: pa.Table) -> dict[str, tuple[str, str, str]]:
+    """clip_id -> (caption, colour, media_type) for every kept clip the generator's labels describe."""
+    from curation.synth.captions import reference_caption
+
+    clips = kept_clips(lake)
+    matched = _match_labels(clips, labels.to_pylist())
+    return {c["clip_id"]: (*reference_caption(matched[c["clip_id"]]), c["media_type"])
+            for c in clips if c["clip_id"] in matched}
+
+
+def split_holdout(clip_ids: list[str], every: int) -> tuple[list[str], list[str]]:
+    """(training, held-out): every ``every``-th clip in sorted order is held out."""
+    ordered = sorted(clip_ids)
+    return ([c for i, c in enumerate(ordered) if i % every != every - 1],
+            [c for i, c in enumerate(ordered) if i % every == every - 1])
+
+
+def write_reference_captions(lake: Lake, captions: dict[str, tuple[str, str, str]]) -> int:
+    """Append ``captions`` rows (model_id ``reference``) for the clips not captioned yet, via the lake driver."""
+    from curation.lake.driver import LakeJob
+    from curation.lake.schemas import STATUS_OK
+
+    job = LakeJob(lake, "caption_reference", ["captions"], commit_every=64)
+    done = job.done()
+    now = dt.datetime.now(dt.UTC)
+    rows = [{"clip_id": cid, "media_type": media, "caption": text, "model_id": REFERENCE_MODEL_ID,
+             "prompt_version": "synth-colour-1", "template": media, "num_frames": None, "num_visual_tokens": 0,
+             "backend": None, "status": STATUS_OK, "error": None, "captioned_at": now}
+            for cid, (text, _, media) in sorted(captions.items()) if cid not in done]
+    if rows:
+        job.add({"captions": rows}, items=len(rows))
+    job.finish(len(captions), inputs=["curated"])
+    return len(rows)
+
+
+def make_val_lake(src: Lake, dst: str) -> Lake:
+    """A lake with the demo lake's ``videos``, ``clips`` and ``curated`` tables (copied once)."""
+    for table in ("videos", "clips", "curated"):
+        target = Path(dst) / f"{table}.lance"
+        if not target.exists():
+            shutil.copytree(src.uri(table), target)
+    return Lake(dst)
+
+
+def caption_step(cfg: ToyWorldConfig, paths: ToyPaths, labels: pa.Table) -> dict[str, tuple[str, str, str]]:
+    """Caption the kept clips (training ones in the demo lake, held-out ones in the validation lake)."""
+    lake = Lake(paths.lake)
+    captions = reference_captions(lake, labels)
+    train, held = split_holdout(list(captions), cfg.holdout_every)
+    n = write_reference_captions(lake, {c: captions[c] for c in train})
+    m = write_reference_captions(make_val_lake(lake, paths.val_lake), {c: captions[c] for c in held})
+    print(f"[toy] captions: no captioner configured (the tiny one writes random text), so the generator's "
+          f"reference captions (model_id "
+          f"'{REFERENCE_MODEL_ID}'): {len(train)} training clips ({n} new), {len(held)} held out ({m} new); "
+          f"e.g. {captions[train[0]][0]!r}")
+    return captions
+
+
+# ------------------------------------------------------------------------------------------- VAE, caches, DiT
+def _step_overrides(cfg: ToyWorldConfig, step: str, base: dict[str, Any]) -> dict[str, Any]:
+    return {**base, **cfg.overrides.get(step, {})}
+
+
+def train_vae_step(cfg: ToyWorldConfig, paths: ToyPaths) -> str:
+    """The tiny VAE on the curated lake through the VAE job's entry point; returns its checkpoint folder."""
+    import yaml
+
+    from jobs.train_vae import main as train_vae_main
+
+    ckpt_dir = paths.root / "vae"
+    data = apply_overrides(read_yaml(cfg.vae_config),
+                           _step_overrides(cfg, "vae", {"lake": paths.lake, "checkpoint_dir": str(ckpt_dir)}))
+    resolved = paths.root / "vae.yaml"
+    resolved.parent.mkdir(parents=True, exist_ok=True)
+    resolved.write_text(yaml.safe_dump(data, sort_keys=False))
+    latest = ckpt_dir / "latest"
+    if latest.is_file():  # a finished earlier run of the demo: its VAE made the cached latents
+        return str(ckpt_dir / latest.read_text().strip())
+    if train_vae_main(["--config", str(resolved)]) != 0:
+        raise RuntimeError(f"VAE training failed (config {resolved})")
+    if not latest.is_file():
+        raise RuntimeError(f"VAE training left no checkpoint: {latest} is missing")
+    return str(ckpt_dir / latest.read_text().strip())
+
+
+def encode_step(cfg: ToyWorldConfig, paths: ToyPaths, vae: str) -> None:
+    """``latents`` + ``text_embeddings`` of the training lake and the validation lake (the encode job)."""
+    from wanmodel.data.encode import load_encode_config, run_encode_job
+
+    for lake in (paths.lake, paths.val_lake):
+        enc = load_encode_config(cfg.encode_config, _step_overrides(
+            cfg, "encode", {"lake": lake, "vae": vae, "random_tiny": str(paths.models)}))
+        summary = run_encode_job(enc, progress=False)
+        print(f"[toy] encode ({enc.execution}) {lake}: {summary.clips} captioned clips, {summary.written} encoded "
+              f"now ({summary.ok} ok, {summary.failed} failed), the rest cached before")
+
+
+def train_config(cfg: ToyWorldConfig, paths: ToyPaths, **extra: Any) -> Any:
+    from wanmodel.train.dit_config import load_dit_train_config
+
+    dit = paths.root / "dit"
+    base = {"lake": paths.lake, "curriculum": str(CONFIGS / "curriculum.yaml"),
+            "checkpoint_dir": str(dit / "ckpt"), "metrics_dir": str(dit / "metrics"), "export_dir": str(dit / "export")}
+    return load_dit_train_config(cfg.train_config, _step_overrides(cfg, "train", {**base, **extra}))
+
+
+def train_dit_step(cfg: ToyWorldConfig, paths: ToyPaths) -> tuple[Any, str]:
+    """The tiny DiT on the training caches; returns (its config, the exported ``ours`` folder)."""
+    from wanmodel.train.dit import train_dit, train_dit_ray
+
+    tcfg = train_config(cfg, paths)
+    print(f"[toy] DiT: {tcfg.steps} steps of {tcfg.global_batch_size} on stage '{tcfg.stage}', "
+          + ("Ray Train" if tcfg.ray else "in this process (no Ray start-up on a 2-core machine)"))
+    result = train_dit_ray(tcfg) if tcfg.ray else train_dit(tcfg)
+    losses = [v for v in result.losses.values() if np.isfinite(v)]
+    if losses:
+        k = max(1, len(losses) // 10)
+        print(f"[toy] DiT training loss: first {k} steps {np.mean(losses[:k]):.4f}, last {k} "
+              f"{np.mean(losses[-k:]):.4f} (skipped {result.skipped})")
+    exported = Path(tcfg.export_dir) / "ours"
+    if not (exported / "config.json").is_file():
+        raise RuntimeError(f"the trainer exported no model to {exported}")
+    return tcfg, str(exported)
+
+
+def untrained_model(tcfg: Any, out: Path) -> str:
+    """The trainer's initial weights (same seed, same constructor), saved like the trained export."""
+    import torch
+
+    from wanmodel.models.dit_adapters import save_dit
+    from wanmodel.train.dit import Runtime, build_model
+
+    if not (out / "config.json").is_file():
+        model = build_model(tcfg, Runtime(torch.device("cpu"), 0, 1, None))
+        save_dit(model, out)
+    return str(out)
+
+
+# --------------------------------------------------------------------------------------------------- figures
+def _load_dit(path: str) -> Any:
+    from wanmodel.models.dit_adapters import load_dit
+
+    return load_dit(path, device="cpu").eval()
+
+
+def validation_loss(model: Any, lake: str, *, sigmas: list[float], seed: int) -> float:
+    """Mean flow-matching loss over every held-out latent at each of ``sigmas``, with fixed noise (``seed``);
+    the posterior means, normalised as the trainer normalises them."""
+    import torch
+
+    from wanmodel.diffusion.flow_matching import flow_matching_loss
+    from wanmodel.models.vae_config import normalize_latents
+    from wanmodel.train.dit_data import LatentIndex, LatentStore, TextStore
+
+    val = Lake(lake)
+    buckets = sorted(set(val.read("latents", columns=["bucket"], filter="status = 'ok'").column("bucket")
+                         .to_pylist()))
+    if not buckets:
+        raise RuntimeError(f"the validation lake {lake} has no latents")
+    index = LatentIndex.from_lake(val, buckets)
+    store, text = LatentStore(val, index), TextStore(val, index, model.config.text_dim, model.config.text_len)
+    total, count = 0.0, 0
+    for b, bucket in enumerate(buckets):
+        rows = index.by_bucket[bucket]
+        mean, _ = store.read(rows)
+        x0 = normalize_latents(mean).repeat(len(sigmas), *([1] * (mean.ndim - 1)))
+        sigma = torch.tensor(sigmas, dtype=torch.float32).repeat_interleave(len(rows))
+        context = text.batch([index.rows[i].text_key for i in rows]).repeat(len(sigmas), 1, 1)
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + b))
+        with torch.no_grad():
+            per = flow_matching_loss(model, x0, noise=noise, sigma=sigma, context=context, return_per_sample=True)
+        total, count = total + float(per.sum()), count + per.numel()
+    return total / count
+
+
+def training_histogram(lake: Lake, clip_ids: list[str]) -> np.ndarray:
+    """Mean colour histogram of the training clips' keyframes."""
+    import cv2
+
+    from curation.synth.captions import colour_histogram
+
+    wanted = set(clip_ids)
+    rows = lake.read("clips", columns=["clip_id", "keyframes"]).to_pylist()
+    hists = []
+    for r in rows:
+        if r["clip_id"] in wanted:
+            for jpeg in r["keyframes"] or []:
+                bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+                hists.append(colour_histogram(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    if not hists:
+        raise RuntimeError("no keyframes of the training clips in 'clips'")
+    return np.mean(hists, axis=0)
+
+
+def sample_images(dit_path: str, vae: str, text_encoder: str, prompts: list[str], s: SampleSection) -> dict[tuple[str, int], np.ndarray]:
+    """(prompt, seed) -> RGB uint8 image: every prompt with every seed (each seed's noise shared by the prompts)."""
+    from wanmodel.pipelines.t2v import WanT2VPipeline
+
+    pipe = WanT2VPipeline.from_pretrained(dit_path, vae, text_encoder)
+    out = {}
+    for seed in s.seeds:
+        images = pipe.generate_images(prompts, seed=[seed] * len(prompts), height=s.size, width=s.size,
+                                      num_steps=s.num_steps, guidance_scale=s.guidance_scale, shift=s.shift,
+                                      solver=s.solver)
+        out.update({(p, seed): img for p, img in zip(prompts, images)})
+    return out
+
+
+def sample_figures(samples: dict[tuple[str, int], np.ndarray], colours: dict[str, str],
+                   train_hist: np.ndarray) -> tuple[float, float]:
+    """(total-variation distance of the samples' mean colour histogram to the training clips', rate of samples
+    whose dominant colour is their prompt's colour)."""
+    from curation.synth.captions import colour_histogram, dominant_colour
+
+    hist = np.mean([colour_histogram(img) for img in samples.values()], axis=0)
+    hits = [dominant_colour(img) == colours[prompt] for (prompt, _), img in samples.items()]
+    return 0.5 * float(np.abs(hist - train_hist).sum()), float(np.mean(hits))
+
+
+def save_grid(samples: dict[tuple[str, int], np.ndarray], path: Path) -> None:
+    """One PNG: a row per prompt, a column per seed."""
+    import cv2
+
+    prompts = sorted({p for p, _ in samples})
+    seeds = sorted({s for _, s in samples})
+    rows = [np.concatenate([samples[(p, s)] for s in seeds], axis=1) for p in prompts]
+    grid = np.concatenate(rows, axis=0)
+    cv2.imwrite(str(path), cv2.cvtColor(cv2.resize(grid, None, fx=4, fy=4, interpolation=cv2.INTER_NEAREST),
+                                        cv2.COLOR_RGB2BGR))
+
+
+# ------------------------------------------------------------------------------------------------------ run
+def _timed(timings: dict[str, float], name: str, fn: Any, *args: Any) -> Any:
+    t0 = time.perf_counter()
+    value = fn(*args)
+    timings[name] = time.perf_counter() - t0
+    return value
+
+
+def run_toy_world(out: str, lake: str, labels: pa.Table, config: str | None = None,
+                  overrides: dict[str, Any] | None = None) -> ToyFigures:
+    """Every toy-world step on the curated ``lake`` (outputs under ``out/toy``); prints and returns the figures."""
+    cfg = load_toy_config(config or CONFIGS / "toy_world.yaml", overrides)
+    paths = ToyPaths(Path(out).resolve() / "toy", lake)
+    timings: dict[str, float] = {}
+    captions = _timed(timings, "caption", caption_step, cfg, paths, labels)
+    vae = _timed(timings, "vae", train_vae_step, cfg, paths)
+    print(f"[toy] VAE: trained briefly, checkpoint {vae}")
+    _timed(timings, "encode", encode_step, cfg, paths, vae)
+    tcfg, trained = _timed(timings, "dit", train_dit_step, cfg, paths)
+    untrained = untrained_model(tcfg, paths.root / "dit" / "untrained")
+    return _timed(timings, "figures", figures_step, cfg, paths, captions, vae, untrained, trained, timings)
+
+
+def figures_step(cfg: ToyWorldConfig, paths: ToyPaths, captions: dict[str, tuple[str, str, str]], vae: str,
+                 untrained: str, trained: str, timings: dict[str, float]) -> ToyFigures:
+    train_ids, _ = split_holdout(list(captions), cfg.holdout_every)
+    losses = [validation_loss(_load_dit(p), paths.val_lake, sigmas=cfg.val_sigmas, seed=cfg.val_seed)
+              for p in (untrained, trained)]
+    colours = sorted({captions[c][1] for c in train_ids} - {"grey"})
+    prompts = {f"a {c} scene": c for c in colours}
+    train_hist = training_histogram(Lake(paths.lake), train_ids)
+    umt5 = str(paths.models / "umt5")
+    figs = []
+    for name, model in (("untrained", untrained), ("trained", trained)):
+        samples = sample_images(model, vae, umt5, list(prompts), cfg.sample)
+        save_grid(samples, paths.root / f"samples_{name}.png")
+        figs.append(sample_figures(samples, prompts, train_hist))
+    figures = ToyFigures(losses[0], losses[1], figs[0][0], figs[1][0], figs[0][1], figs[1][1], 1 / len(colours),
+                         colours, timings)
+    print(f"[toy] samples: {len(prompts)} prompts x seeds {cfg.sample.seeds}, {cfg.sample.size}x{cfg.sample.size}"
+          f" images, {cfg.sample.num_steps} {cfg.sample.solver} steps; grids in {paths.root}/samples_*.png")
+    return figures
