@@ -14,6 +14,7 @@
   wan sample-batch --config FILE                         batch sampling into the lake's samples table (jobs.sample)
   wan caption --config FILE [--set k=v]                 caption curated clips into the captions table (jobs.caption)
   wan encode --config FILE [--stage S] [--set k=v]      latents + text_embeddings training caches (jobs.encode)
+  wan bench score|compare|sample ...                    Wan-Bench: score samples, compare runs, sample the suite
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                        ("vae", "Wan-VAE tools: vae roundtrip IN OUT"), ("sample", "sample with a Wan DiT"),
                        ("sample-batch", "batch sampling into the samples table"),
                        ("caption", "caption curated clips into the captions table"),
-                       ("encode", "VAE latents and umT5 caption embeddings for training (jobs.encode)")):
+                       ("encode", "VAE latents and umT5 caption embeddings for training (jobs.encode)"),
+                       ("bench", "Wan-Bench: score, compare, sample (jobs.bench)")):
         sub.add_parser(name, help=text, add_help=False)
     p = sub.add_parser("demo", help="end-to-end demo on generated media")
     p.add_argument("--out", default="out/demo")
@@ -98,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         from jobs.encode import main as encode_main
 
         return encode_main(argv[1:])
+    if argv and argv[0] == "bench":
+        from jobs.bench import main as bench_main
+
+        return bench_main(argv[1:])
     if argv and argv[0] == "sample-batch":
         from jobs.sample import main as sample_job_main
 

@@ -405,6 +405,51 @@ TEXT_EMBEDDINGS = pa.schema(
 TABLE_KEYS.update({"latents": "latent_id", "text_embeddings": "text_key"})
 TABLE_SCHEMAS.update({"latents": LATENTS, "text_embeddings": TEXT_EMBEDDINGS})
 
+# Wan-Bench (bench.job): one score per (run, sample, dimension); the scored samples with a thumbnail; run summaries.
+BENCH_SCORES = pa.schema(
+    [
+        pa.field("score_id", pa.string(), nullable=False),  # f"{run}@{sample_id}@{dimension}"
+        pa.field("run", pa.string()),  # the bench run's name (one model's samples scored with one config)
+        pa.field("sample_id", pa.string()),  # samples.sample_id, or the mp4's path relative to the folder
+        pa.field("dimension", pa.string()),  # bench.dimensions.DIMENSIONS key
+        pa.field("group", pa.string()),  # "dynamic_quality" | "image_quality" | "instruction_following"
+        pa.field("score", pa.float64()),  # in [0, 1], higher is better; null on an error row
+        pa.field("evidence_json", pa.string()),  # what the score was computed from (judge answers, statistics)
+        pa.field("wall_s", pa.float64()),  # scoring time of this (sample, dimension)
+        *_STATUS,
+        pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+BENCH_SAMPLES = pa.schema(
+    [
+        pa.field("sample_key", pa.string(), nullable=False),  # f"{run}@{sample_id}"
+        pa.field("run", pa.string()),
+        pa.field("sample_id", pa.string()),
+        pa.field("source", pa.string()),  # "samples:<lake>" or the mp4 path
+        pa.field("prompt", pa.string()),
+        pa.field("meta_json", pa.string()),  # the prompt suite's metadata used
+        pa.field("thumbnail", pa.binary()),  # a small PNG of the middle frame (null when it did not decode)
+        pa.field("num_frames", pa.int32()),  # frames scored (after subsampling)
+        pa.field("fps", pa.float64()),
+        *_STATUS,
+    ]
+)
+BENCH_RUNS = pa.schema(
+    [
+        pa.field("summary_id", pa.string(), nullable=False),  # f"{run}@{n_scores}": a run's latest summary wins
+        pa.field("run", pa.string()),
+        pa.field("means_json", pa.string()),  # {dimension: mean score over its ok rows}
+        pa.field("counts_json", pa.string()),  # {dimension: {"ok": n, "error": n}}
+        pa.field("groups_json", pa.string()),  # {dimension: group}
+        pa.field("weights_json", pa.string()),  # {dimension: weight} used for the total (uniform unless fitted)
+        pa.field("weights_source", pa.string()),  # "uniform" or the fitted weights file
+        pa.field("total", pa.float64()),  # weighted total over the dimensions with a mean
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+TABLE_KEYS.update({"bench_scores": "score_id", "bench_samples": "sample_key", "bench_runs": "summary_id"})
+TABLE_SCHEMAS.update({"bench_scores": BENCH_SCORES, "bench_samples": BENCH_SAMPLES, "bench_runs": BENCH_RUNS})
+
 
 def schema_for(table: str) -> pa.Schema:
     """Schema for a table name such as ``clips`` or ``stages/blur``."""

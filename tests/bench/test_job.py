@@ -106,10 +106,10 @@ def _samples_lake(lake_dir: Path, videos: dict[str, np.ndarray], model: str = "m
     KeyedWriter(Lake(str(lake_dir)), "samples").append(rows)
 
 
-def test_samples_table_on_ray_actor_pools(tmp_path: Path) -> None:
+def test_samples_table_on_ray_actor_pools(tmp_path: Path, local_ray: None) -> None:
     _samples_lake(tmp_path / "lake", {"a": gray_video(32), "b": flicker_video(), "bad": None})
-    result = _run(_config(tmp_path, execution="ray", ray={"num_cpus": 2}, decode={"concurrency": 1},
-                          score={"concurrency": 1}, batch_size=2))
+    result = _run(_config(tmp_path, execution="ray", ray={"num_cpus": 2}, decode={"concurrency": 1, "num_cpus": 0.5},
+                          score={"concurrency": 1, "num_cpus": 0.5}, batch_size=2))
     scores = _scores(Lake(str(tmp_path / "lake")))
     assert len(scores) == 6 and result["written"] == 6
     assert scores[("a", "toy_brightness")]["score"] == pytest.approx(32 / 255, abs=2 / 255)
