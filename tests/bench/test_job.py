@@ -149,3 +149,35 @@ def test_kill9_then_rerun_scores_every_pair_once(tmp_path: Path) -> None:
     for key, row in want.items():
         assert got[key]["status"] == row["status"] and got[key]["score"] == row["score"], key
     shutil.rmtree(reference)
+
+
+def test_real_dimensions_end_to_end_through_the_suite(tmp_path: Path, bench_models: dict[str, Path]) -> None:
+    """The registered dimensions (no toy): a static video scores near 0 on large motion and near 1 on pixel
+    stability, a pan is recognised as the suite's camera move, and image quality runs on the tiny random CLIP and
+    heads through the real loading code; each sample only on its suite prompt's dimensions."""
+    from curation.synth.bench_videos import camera_video, static_video
+
+    folder = write_folder(tmp_path / "videos", {"still": static_video(), "pan": camera_video("pan_left", speed=3.0)},
+                          fps=16.0)
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt": "a quiet room", "file": "still.mp4", "dimensions": ["large_motion", "pixel_stability",
+                                                                        "image_quality"]},
+        {"prompt": "the camera pans left", "file": "pan.mp4", "dimension": "camera_control",
+         "meta": {"camera": "pan_left"}}]) + "\n")
+    quality = {"clip": {"path": str(bench_models["clip"])}, "aesthetic_weights": str(bench_models["aesthetic"]),
+               "maniqa_weights": str(bench_models["maniqa"]), "musiq_weights": str(bench_models["musiq"])}
+    result = _run({"lake": str(tmp_path / "lake"), "run": "real", "videos_dir": str(folder),
+                   "prompts_file": str(suite), "execution": "local", "max_side": 128,
+                   "dimensions": ["large_motion", "pixel_stability", "image_quality", "camera_control"],
+                   "dimension_config": {"image_quality": quality}})
+    scores = _scores(Lake(str(tmp_path / "lake")), "real")
+    assert set(scores) == {("still.mp4", "large_motion"), ("still.mp4", "pixel_stability"),
+                           ("still.mp4", "image_quality"), ("pan.mp4", "camera_control")}
+    assert all(r["status"] == "ok" for r in scores.values()), [r["error"] for r in scores.values()]
+    assert scores[("still.mp4", "large_motion")]["score"] < 0.05
+    assert scores[("still.mp4", "pixel_stability")]["score"] > 0.9
+    assert scores[("pan.mp4", "camera_control")]["score"] > 0.9
+    assert set(json.loads(scores[("still.mp4", "image_quality")]["evidence_json"])["parts"]) == \
+        {"maniqa", "aesthetic", "musiq"}
+    assert result["summary"].groups["camera_control"] == "instruction_following"
