@@ -23,7 +23,7 @@ table.t2{border-collapse:collapse;min-width:480px} .t2 td,.t2 th{border:1px soli
 .card img{width:128px;image-rendering:pixelated;border:1px solid #eee;display:block;margin-bottom:6px}
 .card .prompt{font-size:13px;font-style:italic;margin-bottom:4px} .card table{font-size:12px;width:100%}
 .card details{font-size:11px;color:#444} .card pre{white-space:pre-wrap;word-break:break-word;margin:2px 0}
-.err{color:#b00020;font-size:12px} .legend span{display:inline-block;margin-right:14px}
+.err{color:#b00020;font-size:12px} .qa{font-size:11px;margin:3px 0;color:#333} .legend span{display:inline-block;margin-right:14px}
 .legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}
 """
 
@@ -55,12 +55,13 @@ def radar_svg(summaries: list[RunSummary], dims: list[str], size: int = 420) -> 
     """One polygon per run over the dimensions (0 at the centre, 1 on the outer ring)."""
     if not dims:
         return "<p>(no dimension scored)</p>"
-    c, r = size / 2, size / 2 - 90
+    c, r = size / 2, size / 2 - 40
     def point(i: int, v: float) -> tuple[float, float]:
         a = -math.pi / 2 + 2 * math.pi * i / len(dims)
         return c + r * v * math.cos(a), c + r * v * math.sin(a)
-    parts = [(f"<svg class='radar' xmlns='http://www.w3.org/2000/svg' width='{size}' height='{size}' "
-              f"viewBox='0 0 {size} {size}'>")]
+    pad = 110  # room for the axis labels left and right
+    parts = [(f"<svg class='radar' xmlns='http://www.w3.org/2000/svg' width='{size + 2 * pad}' height='{size}' "
+              f"viewBox='{-pad} 0 {size + 2 * pad} {size}'>")]
     for ring in (0.25, 0.5, 0.75, 1.0):
         pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in (point(i, ring) for i in range(len(dims))))
         parts.append(f"<polygon points='{pts}' fill='none' stroke='#ccc'/>")
@@ -81,20 +82,37 @@ def radar_svg(summaries: list[RunSummary], dims: list[str], size: int = 420) -> 
     return "".join(parts) + f"<div class='legend'>{legend}</div>"
 
 
+def _value(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, int | float) else html.escape(str(v))
+
+
+def judge_answers(dim: str, evidence: Any) -> list[str]:
+    """The VLM judge's questions and answers of one score (evidence ``{"judge": [{question, answer, value}]}``)."""
+    if not isinstance(evidence, dict) or not isinstance(evidence.get("judge"), list):
+        return []
+    out = []
+    for a in evidence["judge"]:
+        if isinstance(a, dict):
+            out.append(f"<div class='qa'><b>{html.escape(dim)}</b> Q: {html.escape(str(a.get('question', '')))}"
+                       f"<br>A: {html.escape(str(a.get('answer', '')))} ({_value(a.get('value'))})</div>")
+    return out
+
+
 def card(sample: dict[str, Any]) -> str:
     """A sample's thumbnail, prompt, per-dimension scores and evidence."""
     img = (f"<img alt='{html.escape(sample['sample_id'])}' src='data:image/png;base64,"
            f"{base64.b64encode(sample['thumbnail']).decode()}'>" if sample.get("thumbnail") else "")
-    rows, details = [], []
+    rows, details, answers = [], [], []
     for dim, s in sorted(sample["scores"].items()):
         value = _pct(s["score"]) if s["error"] is None else "<span class='err'>error</span>"
         rows.append(f"<tr><td>{html.escape(dim)}</td><td class='num'>{value}</td></tr>")
         body = s["error"] if s["error"] is not None else json.dumps(s["evidence"], indent=1)[:1500]
         details.append(f"<b>{html.escape(dim)}</b><pre>{html.escape(str(body))}</pre>")
+        answers += judge_answers(dim, s["evidence"])
     err = f"<div class='err'>{html.escape(sample['error'])}</div>" if sample.get("error") else ""
     return (f"<div class='card'>{img}<div class='prompt'>{html.escape(sample.get('prompt') or '')}</div>"
             f"<div style='font-size:11px;color:#777'>{html.escape(sample['sample_id'])}</div>{err}"
-            f"<table>{''.join(rows)}</table><details><summary>evidence</summary>{''.join(details)}</details></div>")
+            f"<table>{''.join(rows)}</table>{''.join(answers)}<details><summary>evidence</summary>{''.join(details)}</details></div>")
 
 
 def render_page(summaries: list[RunSummary], groups: list[tuple[str, list[str]]],

@@ -62,7 +62,7 @@ def test_folder_known_scores_corrupt_error_rows_and_rerun(tmp_path: Path) -> Non
     still = scores[("still.png", "toy_motion")]  # the dimension refuses one frame: that pair only is an error
     assert still["status"] == "error" and "at least 2 frames" in still["error"]
     assert scores[("still.png", "toy_brightness")]["score"] == pytest.approx(128 / 255, abs=2 / 255)
-    assert json.loads(scores[("dark-0.mp4", "toy_brightness")]["evidence_json"])["answer"] == "brightness of dark"
+    assert json.loads(scores[("dark-0.mp4", "toy_brightness")]["evidence_json"])["judge"][0]["answer"] == "brightness of dark"
     summary = result["summary"]
     bright = np.mean([64, 192, 127.5, 128]) / 255  # the four videos that decoded
     assert summary.means["toy_brightness"] == pytest.approx(bright, abs=0.01)

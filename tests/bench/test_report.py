@@ -57,7 +57,7 @@ def test_report_table_radar_thumbnails_and_vbench_json(lake: str, tmp_path: Path
         < table.index("toy_brightness") < table.index("Weighted total")
     polygons = re.findall(r"<polygon class='run' data-run='(\w+)' points='([^']+)'", page)
     assert [run for run, _ in polygons] == ["dim", "lit"]
-    size, inner = 420, 420 / 2 - 90  # the radar's size and its outer ring's radius (value 1)
+    size, inner = 420, 420 / 2 - 40  # the radar's size and its outer ring's radius (value 1)
     for run, points in polygons:  # dimensions sorted by group: toy_motion first (straight up), then brightness
         (_, my), (_, by) = [tuple(map(float, p.split(","))) for p in points.split()]
         want = {"dim": (0.0, 50 / 255), "lit": (0.5, (127.5 + 220) / 2 / 255)}[run]
@@ -65,7 +65,9 @@ def test_report_table_radar_thumbnails_and_vbench_json(lake: str, tmp_path: Path
         assert (by - size / 2) / inner == pytest.approx(want[1], abs=0.01)
     thumbs = re.findall(r"src='data:image/png;base64,([^']+)'", page)
     assert len(thumbs) == 4 and all(base64.b64decode(t)[:8] == b"\x89PNG\r\n\x1a\n" for t in thumbs)
-    assert page.count("class='card'") == 4 and "brightness of a" in page  # the evidence (the judge's answers)
+    assert page.count("class='card'") == 4
+    first = page[page.index("class='card'"):page.index("<details>", page.index("class='card'"))]
+    assert "Q: How bright is the video?<br>A: brightness of a" in first  # the judge's answers, shown on the card
     export = json.loads(Path(tmp_path / "out" / "lit_eval_results.json").read_text())
     assert sorted(export) == DIMS
     mean, videos = export["toy_motion"]

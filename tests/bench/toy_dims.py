@@ -25,7 +25,8 @@ class ToyBrightness:
 
     def score(self, video: BenchVideo) -> DimensionScore:
         mean = float(video.frames.mean()) / 255.0
-        return DimensionScore(mean, {"mean_pixel": mean * 255.0, "answer": f"brightness of {video.prompt}"})
+        answer = {"question": "How bright is the video?", "answer": f"brightness of {video.prompt}", "value": mean}
+        return DimensionScore(mean, {"mean_pixel": mean * 255.0, "judge": [answer]})  # shaped as the VLM judge's
 
 
 class ToyMotion:
