@@ -97,6 +97,7 @@ def sample_main(argv: list[str]) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a sample job value, e.g. --set sampling.num_steps=20 --set seeds=[0,1]")
     parser.add_argument("--run", action="store_true", help="run the sample job now (python -m jobs.sample)")
+    parser.add_argument("--local", action="store_true", help="with --run: sample in this process, not Ray actors")
     args = parser.parse_args(argv)
     from bench.sampling import sample_job_config
 
@@ -115,7 +116,7 @@ def sample_main(argv: list[str]) -> int:
     if args.run:
         from jobs.sample import main as sample_job
 
-        return sample_job(["--config", args.out])
+        return sample_job(["--config", args.out, *(["--local"] if args.local else [])])
     return 0
 
 

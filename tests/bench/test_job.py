@@ -181,3 +181,28 @@ def test_real_dimensions_end_to_end_through_the_suite(tmp_path: Path, bench_mode
     assert set(json.loads(scores[("still.mp4", "image_quality")]["evidence_json"])["parts"]) == \
         {"maniqa", "aesthetic", "musiq"}
     assert result["summary"].groups["camera_control"] == "instruction_following"
+
+
+def test_suite_sampled_by_the_sample_job_then_scored(tmp_path: Path) -> None:
+    """The loop: ``wan bench sample`` turns a suite into a sample job (tiny random Wan), runs it, and ``wan bench
+    score`` scores the samples table with each prompt's own dimensions."""
+    from jobs.bench import main
+
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt": "a red fox in snow", "dimension": "toy_brightness"},
+        {"prompt": "a lighthouse at night", "dimensions": ["toy_brightness", "toy_motion"]}]) + "\n")
+    lake, job = tmp_path / "lake", tmp_path / "sample.yaml"
+    assert main(["sample", "--suite", str(suite), "--lake", str(lake), "--out", str(job), "--random-tiny", "--run",
+                 "--local", "--set", "sampling={height: 32, width: 32, num_frames: 5, num_steps: 2}",
+                 "--set", f"models.tiny_dir={tmp_path / 'tiny'}"]) == 0
+    assert yaml.safe_load(job.read_text())["prompts_file"] == str(suite.resolve())
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump({**_config(tmp_path), "prompts_file": str(suite)}))
+    assert main(["score", "--config", str(config)]) == 0
+    rows = Lake(str(lake)).read("bench_scores").to_pylist()
+    prompts = {s["sample_id"]: s["prompt"] for s in Lake(str(lake)).read("samples").to_pylist()}
+    got = sorted((prompts[r["sample_id"]], r["dimension"], r["status"]) for r in rows)
+    assert got == [("a lighthouse at night", "toy_brightness", "ok"), ("a lighthouse at night", "toy_motion", "ok"),
+                   ("a red fox in snow", "toy_brightness", "ok")]
+    assert main(["sample", "--suite", str(tmp_path / "none.jsonl"), "--lake", str(lake), "--out", str(job)]) == 2
