@@ -69,6 +69,10 @@ class ToyFigures:
     colour_rate_trained: float
     chance: float
     colours: list[str]
+    latent_distance_untrained: float  # mean distance to the nearest training clip (latent channel means)
+    latent_distance_trained: float
+    latent_rate_untrained: float  # nearest training clip has the prompt's colour
+    latent_rate_trained: float
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -86,8 +90,12 @@ class ToyFigures:
         rate = (f"[toy] samples whose dominant colour is the prompt's ({', '.join(self.colours)}): untrained "
                 f"{100 * self.colour_rate_untrained:.0f} %, trained {100 * self.colour_rate_trained:.0f} % "
                 f"(chance {100 * self.chance:.0f} %)")
+        latent = (f"[toy] in latent space (channel means of the sample's latent): distance to the nearest training "
+                  f"clip untrained {self.latent_distance_untrained:.3f}, trained {self.latent_distance_trained:.3f}; "
+                  f"nearest clip has the prompt's colour: untrained {100 * self.latent_rate_untrained:.0f} %, "
+                  f"trained {100 * self.latent_rate_trained:.0f} % (chance {100 * self.chance:.0f} %)")
         times = "[toy] times: " + ", ".join(f"{k} {v:.0f}s" for k, v in self.timings.items())
-        return f"{loss}\n{hist}\n{rate}\n{times}"
+        return f"{loss}\n{hist}\n{rate}\n{latent}\n{times}"
 
 
 @dataclass
@@ -318,18 +326,53 @@ def training_histogram(lake: Lake, clip_ids: list[str]) -> np.ndarray:
     return np.mean(hists, axis=0)
 
 
-def sample_images(dit_path: str, vae: str, text_encoder: str, prompts: list[str], s: SampleSection) -> dict[tuple[str, int], np.ndarray]:
-    """(prompt, seed) -> RGB uint8 image: every prompt with every seed (each seed's noise shared by the prompts)."""
+@dataclass
+class Samples:
+    images: dict[tuple[str, int], np.ndarray]  # (prompt, seed) -> RGB uint8 [H, W, 3]
+    latents: dict[tuple[str, int], np.ndarray]  # (prompt, seed) -> channel means of the normalised latent [C]
+
+
+def sample_images(dit_path: str, vae: str, text_encoder: str, prompts: list[str], s: SampleSection) -> Samples:
+    """Every prompt with every seed (each seed's noise shared by the prompts): images and their latents."""
     from wanmodel.pipelines.t2v import WanT2VPipeline
 
     pipe = WanT2VPipeline.from_pretrained(dit_path, vae, text_encoder)
-    out = {}
+    out = Samples({}, {})
     for seed in s.seeds:
-        images = pipe.generate_images(prompts, seed=[seed] * len(prompts), height=s.size, width=s.size,
-                                      num_steps=s.num_steps, guidance_scale=s.guidance_scale, shift=s.shift,
-                                      solver=s.solver)
-        out.update({(p, seed): img for p, img in zip(prompts, images)})
+        result = pipe.generate(prompts, seed=[seed] * len(prompts), height=s.size, width=s.size, num_frames=1,
+                               num_steps=s.num_steps, guidance_scale=s.guidance_scale, shift=s.shift,
+                               solver=s.solver)
+        for p, img, lat in zip(prompts, result.images, result.latents):
+            out.images[(p, seed)] = img
+            out.latents[(p, seed)] = lat.flatten(1).mean(1).numpy()
     return out
+
+
+def training_latents(lake: Lake, captions: dict[str, tuple[str, str, str]]) -> tuple[np.ndarray, list[str]]:
+    """Channel means of the training clips' normalised posterior means [N, C], and each clip's colour."""
+    import torch
+
+    from wanmodel.models.vae_config import normalize_latents
+    from wanmodel.train.dit_data import tensor_from_bytes
+
+    rows = lake.read("latents", columns=["clip_id", "mean", "shape", "dtype"], filter="status = 'ok'").to_pylist()
+    rows = [r for r in rows if r["clip_id"] in captions]
+    means = [normalize_latents(tensor_from_bytes(r["mean"], r["shape"], r["dtype"])[None])[0] for r in rows]
+    vectors = torch.stack([m.flatten(1).mean(1) for m in means]).numpy()
+    return vectors, [captions[r["clip_id"]][1] for r in rows]
+
+
+def latent_figures(samples: Samples, colours: dict[str, str], train: tuple[np.ndarray, list[str]]
+                   ) -> tuple[float, float]:
+    """In latent space (channel means): (mean distance of a sample to its nearest training clip, rate of samples
+    whose nearest training clip has the prompt's colour)."""
+    vectors, clip_colours = train
+    dists, hits = [], []
+    for (prompt, _), vec in samples.latents.items():
+        d = np.linalg.norm(vectors - vec[None], axis=1)
+        dists.append(float(d.min()))
+        hits.append(clip_colours[int(np.argmin(d))] == colours[prompt])
+    return float(np.mean(dists)), float(np.mean(hits))
 
 
 def sample_figures(samples: dict[tuple[str, int], np.ndarray], colours: dict[str, str],
@@ -387,13 +430,16 @@ def figures_step(cfg: ToyWorldConfig, paths: ToyPaths, captions: dict[str, tuple
     prompts = {f"a {c} scene": c for c in colours}
     train_hist = training_histogram(Lake(paths.lake), train_ids)
     umt5 = str(paths.models / "umt5")
+    train_latents = training_latents(Lake(paths.lake), {c: captions[c] for c in train_ids})
     figs = []
     for name, model in (("untrained", untrained), ("trained", trained)):
         samples = sample_images(model, vae, umt5, list(prompts), cfg.sample)
-        save_grid(samples, paths.root / f"samples_{name}.png")
-        figs.append(sample_figures(samples, prompts, train_hist))
-    figures = ToyFigures(losses[0], losses[1], figs[0][0], figs[1][0], figs[0][1], figs[1][1], 1 / len(colours),
-                         colours, timings)
+        save_grid(samples.images, paths.root / f"samples_{name}.png")
+        figs.append((*sample_figures(samples.images, prompts, train_hist),
+                     *latent_figures(samples, prompts, train_latents)))
+    (u_hist, u_rate, u_lat, u_lrate), (t_hist, t_rate, t_lat, t_lrate) = figs
+    figures = ToyFigures(losses[0], losses[1], u_hist, t_hist, u_rate, t_rate, 1 / len(colours), colours,
+                         u_lat, t_lat, u_lrate, t_lrate, timings)
     print(f"[toy] samples: {len(prompts)} prompts x seeds {cfg.sample.seeds}, {cfg.sample.size}x{cfg.sample.size}"
           f" images, {cfg.sample.num_steps} {cfg.sample.solver} steps; grids in {paths.root}/samples_*.png")
     return figures
