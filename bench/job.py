@@ -298,7 +298,8 @@ def _batches(cfg: BenchJobConfig, todo: list[dict[str, Any]]) -> Iterator[pa.Tab
     from curation.ray_runtime import ensure_ray
 
     ensure_ray(cfg.ray.address, cfg.ray.num_cpus)
-    ds = ray.data.from_arrow(pa.Table.from_pylist(todo, schema=ITEM)).repartition(len(todo))
+    # One block per sample, made in the driver (no repartition task: a pool that holds every CPU cannot starve it).
+    ds = ray.data.from_items(todo, override_num_blocks=len(todo))
     ds = ds.map_batches(Decoder, fn_constructor_args=(cfg.max_frames, cfg.max_side), batch_size=1,
                         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(
                             size=min(cfg.decode.concurrency, len(todo))), num_cpus=cfg.decode.num_cpus)
