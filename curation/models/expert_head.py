@@ -72,12 +72,19 @@ class Head:
         tensors = {f"net.{k}": v.detach().contiguous().clone() for k, v in self.net.state_dict().items()}
         tensors["input_mean"] = torch.from_numpy(self.input_mean.astype(np.float32))
         tensors["input_std"] = torch.from_numpy(self.input_std.astype(np.float32))
-        save_file(tensors, str(out))
-        out.with_suffix(".json").write_text(json.dumps({
+        meta = json.dumps({
             "format_version": FORMAT_VERSION, "kind": self.kind, "input_dim": self.input_dim, "hidden": self.hidden,
             "target_mean": self.target_mean, "target_std": self.target_std, "metrics": self.metrics,
             "info": self.info,
-        }, indent=2, sort_keys=True))
+        }, indent=2, sort_keys=True)
+        # Each file is written under a temporary name and renamed into place, so a run killed mid-write leaves
+        # the previous head (or none), never a cut-off file that every later run fails to read.
+        partial = out.with_name(out.name + ".partial")
+        save_file(tensors, str(partial))
+        partial_meta = out.with_name(out.stem + ".json.partial")
+        partial_meta.write_text(meta)
+        partial_meta.replace(out.with_suffix(".json"))
+        partial.replace(out)
         return out
 
 
