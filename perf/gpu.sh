@@ -90,7 +90,7 @@ if [ "$SMOKE" = 1 ]; then
   SIZE=(--frames 5 --height 32 --width 32)
   DIT=(--config tiny "${SIZE[@]}" --dtype bf16 --repeat 1 --no-memory)
   VAE=(--preset tiny --size 32 --short 1 --long 5 --repeat 1 --no-memory)
-  TRAIN=(--config tiny "${SIZE[@]}" --steps 2 --warmup 1)
+  TRAIN=(--config tiny "${SIZE[@]}" --steps 2 --warmup 1 --ray-workers 0)
   CURATION=(--models tiny --batch-sizes 2 --images 4 --skip-ocr)
 else
   if [ "$cuda" != 1 ]; then

@@ -1,11 +1,13 @@
 """DiT training-step throughput in a plain single-process PyTorch loop: tokens/s, samples/s, step time, peak
-memory and MFU from the analytic FLOP count.
+memory and MFU from the analytic FLOP count; on CPU set against the trainer's Ray Train / FSDP2 step on 1 and 2
+workers over the same batch (``perf.train_ray``): tokens/s per worker and in all, each worker's peak memory, and
+the overhead of the Ray/FSDP path.
 
-    python -m perf.train                     # CPU: tiny and 1.3B cut to 2 blocks, 5 frames of 128x128
+    python -m perf.train                     # CPU: tiny and 1.3B cut to 2 blocks, 5 frames of 128x128, plain + Ray
     python -m perf.train --device cuda --config 1.3B --frames 81 --height 480 --width 832   # the 480p stage
     options: [--layers N] [--batch 1] [--text-tokens 512] [--steps 5] [--warmup 2] [--lr 1e-4]
              [--no-activation-checkpointing] [--offload-activations] [--attention-backend auto|sdpa|flash|sage]
-             [--peak-tflops 790] [--threads N] [--out perf/results/train.json]
+             [--peak-tflops 790] [--threads N] [--ray-workers 1,2|0] [--out perf/results/train.json]
 
 One step, what a trainer does: zero the gradients, flow-matching MSE (``flow_matching_loss``: logit-normal sigma,
 Gaussian noise) of the DiT on random latents and text embeddings, under bf16 autocast on CUDA (float32 weights,
@@ -29,8 +31,12 @@ built on the device). ``--frames/--height/--width`` are pixels; the latents are 
 The hook for the distributed trainer: ``time_train_step(step, device=..., warmup=..., steps=...)`` times any
 zero-argument step callable the same way (a Ray Train / FSDP2 step of ``wanmodel.train``, say), and
 ``throughput(case, timing, peak_tflops)`` turns the timing into the same figures, so the Ray/FSDP path can be set
-against ``plain_step`` on the same data in the same run. Imports torch, einops (through the model) and this
-repository's ``wanmodel`` only: no Ray, Lance or diffusers.
+against ``plain_step`` on the same data in the same run. ``--ray-workers`` (default 1,2 on CPU, none on CUDA)
+does that comparison: overhead = the slowest worker's median step time / the plain loop's - 1, each worker
+doing the plain loop's batch (Ray start-up, process group, model build and warmup are outside the timing); the
+plain loop and every worker get the same threads (``--threads``, default the cores / the largest worker count).
+Without it the module imports torch, einops (through the model) and this repository's ``wanmodel`` only: Ray is
+imported by ``perf.train_ray`` when a comparison runs.
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ import argparse
 import contextlib
 import gc
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -201,6 +208,29 @@ def run_case(case: TrainCase, *, warmup: int, steps: int, lr: float, peak_tflops
     return result
 
 
+def ray_comparison(case: TrainCase, plain: dict[str, Any], workers: list[int], *, threads: int, warmup: int,
+                   steps: int, lr: float) -> list[dict[str, Any]]:
+    """The trainer's Ray Train / FSDP2 step of ``case`` on each worker count, against the plain loop's timing
+    ``plain`` of the same batch: tokens/s per worker and in all, each worker's peak memory, and
+    overhead = Ray step time per worker / plain step time - 1 (Ray start-up excluded; ``perf.train_ray``)."""
+    from perf.train_ray import ray_case
+
+    rows = []
+    for count in workers:
+        try:
+            timed = ray_case(case, workers=count, threads=threads, warmup=warmup, steps=steps, lr=lr)
+        except Exception as error:  # noqa: BLE001 -- a failed Ray run is recorded, the benchmark goes on
+            rows.append({"workers": count, "error": f"{type(error).__name__}: {str(error).splitlines()[0]}"})
+            continue
+        for worker in timed["per_worker"]:
+            worker["tokens_per_s"] = plain["tokens"] / worker["step_s"]
+            worker["overhead"] = worker["step_s"] / plain["step_s"] - 1
+        timed["tokens_per_s"] = sum(w["tokens_per_s"] for w in timed["per_worker"])
+        timed["overhead"] = max(w["overhead"] for w in timed["per_worker"])
+        rows.append(timed)
+    return rows
+
+
 def print_table(result: dict[str, Any]) -> None:
     machine = result["machine"]
     print(f"DiT training step, plain loop, on {result['device']} ({machine.get('gpu', machine['cpu'])}, torch "
@@ -219,6 +249,32 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"MFU: 3 x analytic forward matmul FLOPs / step time / {result['peak_tflops']:g} TFLOP/s; HFU counts the "
           f"recomputed forward too (4 x with activation checkpointing)")
     print(f"memory: {result['memory_method']}")
+    if any(case.get("ray") for case in result["cases"]):
+        print_ray_table(result)
+
+
+def print_ray_table(result: dict[str, Any]) -> None:
+    print(f"\nRay Train / FSDP2 step against the plain loop, same batch per worker, "
+          f"{result['ray_threads_per_worker']} thread(s) per worker and in the plain loop; Ray start-up excluded")
+    print(f"{'case':>16} {'path':>10} {'step s':>8} {'tokens/s/worker':>15} {'tokens/s all':>12} "
+          f"{'peak MB/worker':>24} {'overhead':>9}")
+    for case in result["cases"]:
+        if "error" in case:
+            continue
+        print(f"{case['case']:>16} {'plain':>10} {case['step_s']:>8.3f} {case['tokens_per_s']:>15.1f} "
+              f"{case['tokens_per_s']:>12.1f} {case['peak_mb']:>24.0f} {'':>9}")
+        for ray in case.get("ray", []):
+            path = f"ray x{ray['workers']}"
+            if "error" in ray:
+                print(f"{case['case']:>16} {path:>10} {ray['error']}")
+                continue
+            workers = ray["per_worker"]
+            per = "/".join(f"{w['tokens_per_s']:.1f}" for w in workers)
+            peaks = "/".join(f"{w['peak_mb']:.0f}" for w in workers)
+            print(f"{case['case']:>16} {path:>10} {ray['step_s']:>8.3f} {per:>15} {ray['tokens_per_s']:>12.1f} "
+                  f"{peaks:>24} {ray['overhead']:>+9.1%}")
+    print("overhead: the slowest worker's step time / the plain loop's step time - 1 (the same batch, the same "
+          "threads); peak MB: each worker process's resident high-water mark over the timed steps")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -239,6 +295,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--peak-tflops", type=float, default=PEAK_TFLOPS, help="MFU ceiling")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--ray-workers", help="Ray Train / FSDP2 worker counts to set against the plain loop, "
+                        "comma-separated (default: 1,2 on CPU, none on CUDA; 0: none)")
     parser.add_argument("--out", default="perf/results/train.json")
     args = parser.parse_args(argv)
     if not 1 <= args.text_tokens <= 512:
@@ -247,11 +305,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--steps must be >= 1 and --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no GPU")
+    spec = args.ray_workers if args.ray_workers is not None else ("1,2" if args.device == "cpu" else "0")
+    try:
+        args.ray_workers = [n for n in (int(part) for part in spec.split(",") if part.strip()) if n > 0]
+    except ValueError:
+        parser.error(f"--ray-workers takes comma-separated worker counts, got {spec!r}")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.ray_workers and not args.threads:  # every worker gets the plain loop's threads: they must all fit
+        args.threads = max(1, (os.cpu_count() or 1) // max(args.ray_workers))
     if args.threads:
         torch.set_num_threads(args.threads)
     specs = ((args.config, args.layers),) if args.config else CPU_CASES
@@ -272,6 +337,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cases": [run_case(case, warmup=args.warmup, steps=args.steps, lr=args.lr, peak_tflops=args.peak_tflops)
                   for case in cases],
     }
+    if args.ray_workers:
+        result["ray_threads_per_worker"] = torch.get_num_threads()
+        result["overhead_definition"] = ("slowest Ray worker's median step time / plain loop's median step time "
+                                         "- 1; Ray start-up, process group and model build excluded")
+        for case, row in zip(cases, result["cases"]):
+            if "error" not in row:
+                row["ray"] = ray_comparison(case, row, args.ray_workers, threads=torch.get_num_threads(),
+                                            warmup=args.warmup, steps=args.steps, lr=args.lr)
     print_table(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

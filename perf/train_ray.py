@@ -1,0 +1,115 @@
+"""The Ray Train / FSDP2 side of ``perf.train``: the trainer's own step on ``workers`` Ray Train workers, timed
+with the same hook (``time_train_step``) as the plain loop, on the same batch.
+
+Each worker builds the model, the optimizer and the runtime the way ``wanmodel.train.dit.train_loop`` does
+(``build_model``: ``parallelize_dit`` over the worker mesh, FSDP2 ``fully_shard`` per block when there are 2 or
+more workers; ``build_optimizer``: AdamW) and times ``wanmodel.train.dit.train_step`` (forward, backward, gradient
+clipping over the sharded gradients, the global-batch loss all-reduce, AdamW) on ``perf.train.make_batch`` of
+the case, the plain loop's batch: each worker takes a whole copy of it, so the global batch is ``workers`` x the
+plain loop's and a worker's step does the plain loop's compute plus the FSDP2 collectives (gloo on CPU).
+
+Only the timed steps count: Ray start-up, the workers' process start, the process group, the model build and the
+warmup steps are outside the timing (``fit_s`` records the whole fit for reference). Each worker resets its
+peak resident set before the timed steps (``VmHWM``), so ``peak_mb`` is that worker process's high-water mark.
+A worker writes its figures to ``worker_<rank>.json`` in a temporary folder the driver reads back.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["ray_case"]
+
+
+def _train_config(case: Any, workers: int, threads: int, lr: float) -> Any:
+    """A ``DiTTrainConfig`` of the case for ``build_model`` / ``train_step`` (its lake is never read)."""
+    from wanmodel.train.dit_config import DiTTrainConfig
+
+    overrides = {} if case.layers is None else {"num_layers": case.layers}
+    backend = "sdpa" if case.attention_backend == "auto" else case.attention_backend
+    return DiTTrainConfig(lake="unused", buckets=["bench"], model=case.config, model_overrides=overrides,
+                          attention_backend=backend, steps=1, global_batch_size=case.batch * workers,
+                          mixed_precision="auto", optim={"lr": lr, "weight_decay": 0.01, "grad_clip": 1.0},
+                          parallel={"activation_checkpointing": case.activation_checkpointing,
+                                    "offload_activations": case.offload_activations},
+                          num_workers=workers, cpus_per_worker=threads, use_gpu=case.device == "cuda")
+
+
+def _step_inputs(batch: dict[str, torch.Tensor], generator: torch.Generator) -> Any:
+    """The batch with this step's noise and logit-normal sigma, as the trainer's data path hands it over."""
+    from wanmodel.diffusion.flow_matching import LogitNormal
+    from wanmodel.train.dit_data import StepInputs
+
+    latents = batch["latents"]
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+    sigma = LogitNormal().sample(latents.shape[0], generator=generator).to(latents.device)
+    return StepInputs(batch=None, latents=latents, context=batch["context"], noise=noise,  # type: ignore[arg-type]
+                      sigma=sigma, latent_ids=[])
+
+
+def _worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from perf.train import TrainCase, make_batch, time_train_step
+    from wanmodel.train.dit import _runtime, build_model, build_optimizer, train_step
+
+    torch.set_num_threads(config["threads"])
+    case = TrainCase(**config["case"])
+    cfg = _train_config(case, config["workers"], config["threads"], config["lr"])
+    device = ray.train.torch.get_device() if case.device == "cuda" else torch.device("cpu")
+    rt = _runtime(cfg, device)
+    model = build_model(cfg, rt)
+    opt, _ = build_optimizer(cfg, model)
+    batch = {k: v.to(device) for k, v in make_batch(case).items()}
+    generator = torch.Generator().manual_seed(2)
+
+    def step() -> torch.Tensor:
+        loss, _, _ = train_step(cfg, model, opt, _step_inputs(batch, generator), rt)
+        return torch.tensor(loss)
+
+    timing = time_train_step(step, device=case.device, warmup=config["warmup"], steps=config["steps"])
+    rank = ray.train.get_context().get_world_rank()
+    Path(config["out"], f"worker_{rank}.json").write_text(json.dumps({"rank": rank, **timing}))
+
+
+def ray_case(case: Any, *, workers: int, threads: int, warmup: int, steps: int, lr: float) -> dict[str, Any]:
+    """Time the trainer's step of ``case`` on ``workers`` Ray Train workers of ``threads`` CPU threads each; one
+    entry per worker (step time, tokens/s, peak MB) and the slowest worker's step time."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from curation.ray_runtime import ensure_ray
+
+    ensure_ray(None, num_cpus=math.ceil(workers * threads) + 1)
+    with tempfile.TemporaryDirectory(prefix="perf_train_ray") as out:
+        config = {"case": _case_dict(case), "workers": workers, "threads": threads, "warmup": warmup,
+                  "steps": steps, "lr": lr, "out": out}
+        use_gpu = case.device == "cuda"
+        trainer = TorchTrainer(
+            _worker, train_loop_config=config,
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                         resources_per_worker={"CPU": threads, **({"GPU": 1} if use_gpu else {})}),
+            run_config=RunConfig(name="perf_train", storage_path=str(Path(out) / "ray")))
+        begin = time.perf_counter()
+        try:
+            trainer.fit()
+        finally:
+            fit_s = time.perf_counter() - begin
+            ray.shutdown()
+        per_worker = [json.loads(Path(out, f"worker_{rank}.json").read_text()) for rank in range(workers)]
+    return {"workers": workers, "threads_per_worker": threads, "fit_s": fit_s, "per_worker": per_worker,
+            "step_s": max(w["step_s"] for w in per_worker)}
+
+
+def _case_dict(case: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(case)
