@@ -3,7 +3,7 @@
 1. generate media with labels (``curation.synth``), curate them (classical and model stages) and print the
    filters' accuracy against the labels;
 2. the toy world (``jobs.toy_world``): caption the kept clips, train the tiny VAE briefly, cache latents and text,
-   train a tiny DiT and print the figures that show it learned (``--no-toy`` stops after curation).
+   train a tiny DiT and print the figures of what it learned (``--no-toy`` stops after curation).
 """
 from __future__ import annotations
 
