@@ -31,6 +31,7 @@ __all__ = [
     "NoClipsError",
     "Sample",
     "SkipClip",
+    "clip_records",
     "load_sample",
     "read_clip_records",
     "ray_clip_dataset",
@@ -96,8 +97,16 @@ def read_clip_records(lake: Any, *, allow_uncurated: bool = False) -> list[ClipR
     else:
         hint = " or 'clips'" if allow_uncurated else " (set allow_uncurated to read 'clips')"
         raise NoClipsError(f"lake {lake.root!r} has no 'curated' table{hint}; run curation first")
+    records = clip_records(table.to_pylist())
+    if not records:
+        raise NoClipsError(f"lake {lake.root!r}: no kept clips in {source}; nothing to train on")
+    return records
+
+
+def clip_records(rows: Sequence[dict[str, Any]]) -> list[ClipRecord]:
+    """``ClipRecord``s of ``curated`` (or ``clips``) rows, sorted by ``clip_id`` (no crop box: the full frame)."""
     records = []
-    for row in table.to_pylist():
+    for row in rows:
         width, height = int(row.get("width") or 0), int(row.get("height") or 0)
         crop = tuple(row.get(k) for k in ("crop_x0", "crop_y0", "crop_x1", "crop_y1"))
         if any(c is None for c in crop):
@@ -107,8 +116,6 @@ def read_clip_records(lake: Any, *, allow_uncurated: bool = False) -> list[ClipR
             start_frame=int(row.get("start_frame") or 0), end_frame=int(row.get("end_frame") or 1),
             width=width, height=height, crop=tuple(int(c) for c in crop),  # type: ignore[arg-type]
         ))
-    if not records:
-        raise NoClipsError(f"lake {lake.root!r}: no kept clips in {source}; nothing to train on")
     return sorted(records, key=lambda r: r.clip_id)
 
 

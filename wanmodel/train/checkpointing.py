@@ -1,9 +1,11 @@
-"""Sharded training checkpoints of the DiT with ``torch.distributed.checkpoint`` (DCP), and export via ``save_dit``.
+"""Sharded training checkpoints (the DiT's and the VAE's) with ``torch.distributed.checkpoint`` (DCP); DiT export.
 
 Layout of ``checkpoint_dir``::
 
     step_000020/            a complete checkpoint (the rename is the commit)
-        .metadata, __0_0.distcp, ...   DCP shards: model, optimizer, EMA (each rank writes its own shards)
+        .metadata, __0_0.distcp, ...   DCP shards: model, optimizer, EMA, extra (module, optimizer) pairs such as
+                            the VAE's discriminator (each rank writes its own shards)
+        (files of ``write_files``, e.g. the VAE's model.safetensors + config.json that ``load_vae`` reads)
         rng_rank0.pt ...    each rank's torch RNG states
         meta.json           step, epoch, scheduler state, skipped steps, config hash, world size
     step_000030.partial/    being written (or left by a killed run; ignored and removed)
@@ -20,7 +22,7 @@ import json
 import re
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,10 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-__all__ = ["export_checkpoint", "latest_checkpoint", "load_checkpoint", "load_weights_only", "save_checkpoint"]
+__all__ = ["Extra", "export_checkpoint", "init_optimizer_state", "latest_checkpoint", "load_checkpoint",
+           "load_weights_only", "save_checkpoint"]
+
+Extra = Mapping[str, tuple[torch.nn.Module, torch.optim.Optimizer]]  # more (module, optimizer) pairs, by name
 
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
@@ -68,12 +73,23 @@ def latest_checkpoint(directory: str | Path | None) -> Path | None:
     return max(done, key=lambda p: int(STEP_DIR.match(p.name).group(1)), default=None)  # type: ignore[union-attr]
 
 
+def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Create an optimizer's state now (a zero-gradient step at lr 0) rather than at its first save: DCP's
+    ``get_state_dict`` does this to an optimizer that has not stepped yet, so a run that saves before an optimizer's
+    first step (the VAE's discriminator before ``gan_start_step``) would otherwise differ from one that does not."""
+    from torch.distributed.checkpoint.state_dict import _init_optim_state
+
+    _init_optim_state(optimizer)
+
+
 def _train_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 ema: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+                 ema: dict[str, torch.Tensor] | None, extra: Extra | None = None) -> dict[str, Any]:
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
     if ema is not None:
         state["ema"] = ema
+    for name, (module, module_optimizer) in (extra or {}).items():
+        state[f"{name}_model"], state[f"{name}_optim"] = get_state_dict(module, module_optimizer)
     return state
 
 
@@ -85,8 +101,10 @@ def _rng_state() -> dict[str, Any]:
 
 
 def save_checkpoint(directory: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    ema: dict[str, torch.Tensor] | None, meta: dict[str, Any], keep: int = 2) -> Path:
-    """Write ``step_{step}`` atomically (every rank calls this); returns its path."""
+                    ema: dict[str, torch.Tensor] | None, meta: dict[str, Any], keep: int = 2,
+                    extra: Extra | None = None, write_files: Callable[[Path], None] | None = None) -> Path:
+    """Write ``step_{step}`` atomically (every rank calls this); returns its path. ``write_files(folder)`` runs on
+    rank 0 before the commit, for files beside the shards."""
     final = Path(directory) / f"step_{step:06d}"
     partial = final.with_name(final.name + ".partial")
     if _rank() == 0:
@@ -94,10 +112,12 @@ def save_checkpoint(directory: str | Path, step: int, model: torch.nn.Module, op
         partial.mkdir(parents=True)
     _barrier()
     with _dcp_quiet():
-        dcp.save(_train_state(model, optimizer, ema), checkpoint_id=str(partial), no_dist=_no_dist())
+        dcp.save(_train_state(model, optimizer, ema, extra), checkpoint_id=str(partial), no_dist=_no_dist())
     torch.save(_rng_state(), partial / f"rng_rank{_rank()}.pt")
     _barrier()
     if _rank() == 0:
+        if write_files is not None:
+            write_files(partial)
         world = dist.get_world_size() if dist.is_initialized() else 1
         (partial / "meta.json").write_text(json.dumps({**meta, "step": step, "world_size": world}, indent=1))
         shutil.rmtree(final, ignore_errors=True)
@@ -117,12 +137,15 @@ def _prune(directory: Path, keep: int) -> None:
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    ema: dict[str, torch.Tensor] | None) -> dict[str, Any]:
-    """Restore model, optimizer, EMA and this rank's RNG from ``path``; returns its ``meta.json``."""
-    state = _train_state(model, optimizer, ema)
+                    ema: dict[str, torch.Tensor] | None, extra: Extra | None = None) -> dict[str, Any]:
+    """Restore model, optimizer, EMA, the ``extra`` pairs and this rank's RNG from ``path``; returns ``meta.json``."""
+    state = _train_state(model, optimizer, ema, extra)
     with _dcp_quiet():
         dcp.load(state, checkpoint_id=str(path), no_dist=_no_dist())
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    for name, (module, module_optimizer) in (extra or {}).items():
+        set_state_dict(module, module_optimizer, model_state_dict=state[f"{name}_model"],
+                       optim_state_dict=state[f"{name}_optim"])
     rng_file = path / f"rng_rank{_rank()}.pt"
     if rng_file.is_file():  # absent when resuming on more ranks than saved: the step seeds carry the data noise
         rng = torch.load(rng_file, weights_only=True)

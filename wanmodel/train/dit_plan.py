@@ -1,4 +1,4 @@
-"""Which global batch each training step takes: bucket-homogeneous batches, epochs, and the stage's media mix.
+"""Which global batch each training step takes (the DiT's latents, the VAE's clips): bucket-homogeneous batches, epochs, and the stage's media mix.
 
 A **stream** is a set of buckets with its own epochs: each epoch shuffles every bucket's rows from (seed, epoch),
 cuts them into full global batches (a bucket's last rows short of a batch wait for a later epoch's shuffle) and
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Batch", "EpochPlan"]
+__all__ = ["Batch", "EpochPlan", "RowGroups"]
 
 BLOCK = 4096  # stream choices are drawn in blocks of steps
 
@@ -28,6 +28,19 @@ class Batch:
     bucket: str
     rows: tuple[int, ...]  # positions in LatentIndex.rows, the whole global batch
     stream: str = "all"  # the media type with a mix
+
+
+@dataclass(frozen=True)
+class RowGroups:
+    """What a plan needs of an index: the bucket names and each bucket's row positions (the DiT's
+    ``LatentIndex`` has the same two attributes). ``single(n)``: one bucket of rows ``0..n-1`` (the VAE's clips)."""
+
+    buckets: list[str]
+    by_bucket: dict[str, list[int]]
+
+    @classmethod
+    def single(cls, rows: int, name: str = "all") -> RowGroups:
+        return cls([name], {name: list(range(rows))})
 
 
 class _Stream:

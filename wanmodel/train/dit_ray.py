@@ -1,4 +1,4 @@
-"""The Ray Train side of the DiT trainer: a ``TorchTrainer`` whose workers run ``dit.train_loop``.
+"""The Ray Train side of the DiT trainer: ``ray_loop.fit`` with workers that run ``dit.train_loop``.
 
 Each worker receives the index of usable ``latents`` rows through ``ray.data.read_lance`` and
 ``ray.train.get_dataset_shard("index")``. The index is not split across workers (``DataConfig(
@@ -9,7 +9,6 @@ its data shard's tensors of each step (see ``dit_data``), which is what makes re
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -21,59 +20,35 @@ __all__ = ["run_trainer"]
 
 
 def _worker(loop_config: dict[str, Any]) -> None:
-    import ray.train
-    import ray.train.torch
-
     from wanmodel.train.dit import train_loop
-    from wanmodel.train.dit_data import DataError, LatentIndex
+    from wanmodel.train.dit_data import LatentIndex
+    from wanmodel.train.ray_loop import report, worker_device, worker_index_rows
 
     cfg = DiTTrainConfig(**loop_config["cfg"])
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    rows = list(ray.train.get_dataset_shard("index").iter_rows())
-    index = LatentIndex(rows, loop_config["buckets"])
-    if len(index.rows) != loop_config["rows"]:
-        raise DataError(f"the latents index changed under the run: the driver checked {loop_config['rows']} "
-                        f"rows, this worker read {len(index.rows)}")
-    device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
-
-    def on_log(step: int, values: dict[str, float]) -> None:
-        ray.train.report({"step": step, **{k: v for k, v in values.items() if v is not None}})
-
-    train_loop(cfg, index, device, on_log)
+    index = LatentIndex(worker_index_rows(loop_config["rows"]), loop_config["buckets"])
+    train_loop(cfg, index, worker_device(cfg.use_gpu), report)
 
 
 def run_trainer(cfg: DiTTrainConfig, rows: int) -> dict[int, float]:
     """Fit on ``cfg.num_workers`` workers; returns the logged losses (step -> loss) from ``metrics.jsonl``."""
     import ray.data
-    from ray.train import DataConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from curation.lake.tables import Lake
-    from curation.ray_runtime import ensure_ray
     from wanmodel.train.dit_data import INDEX_COLUMNS, index_filter, stage_buckets
+    from wanmodel.train.ray_loop import fit, storage_path
 
-    ensure_ray(cfg.ray_address, num_cpus=math.ceil(cfg.num_workers * cfg.cpus_per_worker) + 1)
     buckets = stage_buckets(cfg, 16).buckets
-    index = ray.data.read_lance(Lake(cfg.lake, cfg.storage_options).uri("latents"), columns=INDEX_COLUMNS,
-                                filter=index_filter(buckets), storage_options=cfg.storage_options)
-    storage = _storage_path(cfg)
-    trainer = TorchTrainer(
-        _worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "buckets": buckets, "rows": rows},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker,
-                                                           **({"GPU": 1} if cfg.use_gpu else {})}),
-        run_config=RunConfig(name=f"wan_dit_{cfg.stage or 'train'}", storage_path=storage),
-        datasets={"index": index},
-        dataset_config=DataConfig(datasets_to_split=[]),
-    )
-    trainer.fit()
+
+    def index() -> Any:
+        return ray.data.read_lance(Lake(cfg.lake, cfg.storage_options).uri("latents"), columns=INDEX_COLUMNS,
+                                   filter=index_filter(buckets), storage_options=cfg.storage_options)
+
+    fit(_worker, {"cfg": cfg.model_dump(mode="json"), "buckets": buckets, "rows": rows}, index=index,
+        name=f"wan_dit_{cfg.stage or 'train'}", num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+        cpus_per_worker=cfg.cpus_per_worker, storage=storage_path(cfg.checkpoint_dir, cfg.metrics_dir),
+        ray_address=cfg.ray_address)
     return _logged_losses(cfg)
-
-
-def _storage_path(cfg: DiTTrainConfig) -> str | None:
-    base = cfg.checkpoint_dir or cfg.metrics_dir
-    return str(Path(base).expanduser().resolve() / "ray") if base else None
 
 
 def _logged_losses(cfg: DiTTrainConfig) -> dict[int, float]:
