@@ -66,4 +66,16 @@ def run_trainer(cfg: VAETrainConfig, *, num_workers: int, use_gpu: bool, storage
     result = ray_loop.fit(_worker, {"cfg": cfg.model_dump(mode="json"), "rows": len(records), "use_gpu": use_gpu},
                           index=index, name=f"wan_vae_{cfg.phase}", num_workers=num_workers, use_gpu=use_gpu,
                           cpus_per_worker=cfg.cpus_per_worker, storage=storage)
-    return RayRunResult(dict(result.metrics or {}), ckpt.latest_checkpoint(cfg.checkpoint_dir), result.error)
+    return RayRunResult(_last_metrics(cfg) or dict(result.metrics or {}), ckpt.latest_checkpoint(cfg.checkpoint_dir),
+                        result.error)
+
+
+def _last_metrics(cfg: VAETrainConfig) -> dict[str, Any]:
+    """The last line of ``metrics.jsonl`` (Ray Train keeps the reported metrics only with a reported checkpoint)."""
+    import json
+
+    path = Path(cfg.metrics_dir) / "metrics.jsonl" if cfg.metrics_dir else None
+    if path is None or not path.is_file():
+        return {}
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else {}
