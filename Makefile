@@ -39,7 +39,7 @@ demo: setup
 	$(BIN)/wan demo --out out/demo
 
 test: setup vllm-env
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=30
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
