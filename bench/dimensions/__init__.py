@@ -27,7 +27,10 @@ _ALL = (LargeMotion, HumanArtifacts, PhysicalPlausibility, Smoothness, PixelStab
         ImageQuality, SceneQuality, Stylization, SingleObject, MultipleObjects, SpatialPosition, CameraControl,
         ActionFollowing)
 
-DIMENSIONS: dict[str, DimensionFactory] = {cls.name: cls for cls in _ALL}
-"""The 14 dimensions of the report's Table 2, by name, in the report's order."""
+WANBENCH_DIMENSIONS: tuple[str, ...] = tuple(cls.name for cls in _ALL)
+"""The 14 dimensions of the report's Table 2, in the report's order."""
 
-__all__ = ["DIMENSIONS", "GROUPS", "BenchVideo", "Dimension", "DimensionFactory", "DimensionScore"]
+DIMENSIONS: dict[str, DimensionFactory] = {cls.name: cls for cls in _ALL}
+"""Every registered dimension by name: the report's 14, plus any a user module registers."""
+
+__all__ = ["DIMENSIONS", "GROUPS", "WANBENCH_DIMENSIONS", "BenchVideo", "Dimension", "DimensionFactory", "DimensionScore"]

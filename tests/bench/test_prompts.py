@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from bench.dimensions import DIMENSIONS
+from bench.dimensions import WANBENCH_DIMENSIONS
 from bench.prompt_suite import PromptSuiteError, by_dimension, load_suite
 
 
 def test_bundled_suite_covers_every_dimension():
     records = load_suite()
     groups = by_dimension(records)
-    assert set(groups) == set(DIMENSIONS)
+    assert set(groups) == set(WANBENCH_DIMENSIONS)
     assert all(len(v) >= 5 for v in groups.values())
     assert len({r.id for r in records}) == len(records)
     assert all(len(r.meta["objects"]) == 2 for r in groups["spatial_position"])
