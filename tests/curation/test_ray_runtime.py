@@ -32,6 +32,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
+@pytest.fixture
+def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if this process had not started Ray yet (the test session's Ray, when earlier tests started it, is
+    left running: ensure_ray must fail before it would call ray.init)."""
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+
+
 def _ray_env(tmp: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", RAY_JOBS_MARKER)}
     return {**env, "RAY_TMPDIR": tmp, "HOME": tmp, "PYTHONPATH": str(REPO), **extra}
@@ -56,7 +65,7 @@ def test_stale_cluster_file_does_not_capture_the_embedded_ray():
     assert time.monotonic() - t0 < 120
 
 
-def test_dead_cluster_address_fails_fast_naming_it(clean_env):
+def test_dead_cluster_address_fails_fast_naming_it(clean_env, fresh_process):
     address = f"127.0.0.1:{_dead_port()}"
     t0 = time.monotonic()
     with pytest.raises(RayClusterUnreachable, match=address):
@@ -79,7 +88,8 @@ def test_dead_cluster_from_the_job_command_line_fails_within_a_minute(tmp_path: 
     assert f"no Ray cluster at {address}" in r.stderr
 
 
-def test_auto_with_a_stale_file_fails_fast_naming_the_recorded_address(monkeypatch: pytest.MonkeyPatch):
+def test_auto_with_a_stale_file_fails_fast_naming_the_recorded_address(monkeypatch: pytest.MonkeyPatch,
+                                                                        fresh_process: None):
     from ray._private import services
 
     dead = f"127.0.0.1:{_dead_port()}"
