@@ -137,10 +137,9 @@ def test_encode_local_known_answers_and_rerun(curated_lake, tiny_models, tmp_pat
     # the trainer's reader accepts the caches: shapes of the stage's buckets, every caption embedded
     from wanmodel.train.dit_data import LatentIndex, check_text_keys, stage_buckets
 
-    names, shapes = stage_buckets(SimpleNamespace(curriculum=str(REPO / "jobs/configs/curriculum.yaml"),
-                                                  stage="tiny"), 16)
-    index = LatentIndex.from_lake(lake, names)
-    index.check(in_dim=16, patch=(1, 2, 2), global_batch=1, expected=shapes)
+    data = stage_buckets(SimpleNamespace(curriculum=str(REPO / "jobs/configs/curriculum.yaml"), stage="tiny"), 16)
+    index = LatentIndex.from_lake(lake, data.buckets)
+    index.check(in_dim=16, patch=(1, 2, 2), global_batch=1, expected=data.shapes)
     check_text_keys(lake, index)
     assert len(index.rows) == len(rows)
     stages = lake.read("runs", columns=["stage"]).column("stage").to_pylist()
