@@ -8,6 +8,7 @@ images and videos half and half).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,9 +46,29 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def job_env() -> dict[str, str]:
+    """A job process's environment: none of this session's RAY_* settings, and one torch thread, as the in-process
+    reference runs under ``one_thread`` (CPU float sums depend on the thread count, and earlier tests may have
+    changed this process's)."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "OMP_NUM_THREADS": "1"}
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _start_killed_run(command: list[str], ckpt: Path, log: Path) -> None:
     with open(log, "w") as out:
-        proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=job_env())
     deadline = time.monotonic() + 240
     while not (ckpt / f"step_{EVERY:06d}").is_dir():
         assert proc.poll() is None, f"the job ended before its first checkpoint:\n{log.read_text()[-3000:]}"
@@ -64,12 +86,15 @@ def test_kill_9_then_same_command_resumes_exactly(tmp_path: Path) -> None:
     from wanmodel.train.dit_config import load_dit_train_config
 
     lake = write_lake(tmp_path / "lake", buckets=TINY_STAGE)  # 8 rows each: 4 batches of 4 per epoch
-    reference = train_dit(load_dit_train_config(CONFIG, {**_overrides(lake.root, tmp_path / "ref"), "ray": False}))
+    with one_thread():
+        reference = train_dit(load_dit_train_config(CONFIG, {**_overrides(lake.root, tmp_path / "ref"),
+                                                             "ray": False}))
     out = tmp_path / "job"
     command = _command(_overrides(lake.root, out))
     _start_killed_run(command, out / "ckpt", tmp_path / "killed.log")
     killed_at = max(r["step"] for r in _jsonl(out / "metrics" / "metrics.jsonl"))
-    done = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=job_env())
     assert done.returncode == 0, done.stderr[-3000:]
     start = int(done.stdout.split("done: steps ")[1].split("..")[0])
     assert start >= EVERY and start % EVERY == 0 and start < STEPS, done.stdout

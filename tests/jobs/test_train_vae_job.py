@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs.test_train_job import EVERY, _jsonl, _start_killed_run
+from tests.jobs.test_train_job import (
+    EVERY,
+    _jsonl,
+    _start_killed_run,
+    job_env,
+    one_thread,
+)
 from tests.wanmodel.test_vae_train import small_lake  # noqa: F401 (the fixture)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,13 +49,15 @@ def _command(overrides: dict[str, object]) -> list[str]:
 def test_kill_9_under_ray_then_same_command_resumes_exactly(small_lake: Path, tmp_path: Path) -> None:  # noqa: F811
     from wanmodel.train import load_train_config, train_vae
 
-    reference = train_vae(load_train_config(CONFIG, _overrides(small_lake, tmp_path / "ref")))
+    with one_thread():
+        reference = train_vae(load_train_config(CONFIG, _overrides(small_lake, tmp_path / "ref")))
     expected = {r["step"]: r for r in reference.history}
     out = tmp_path / "job"
     command = _command(_overrides(small_lake, out))
     _start_killed_run(command, out / "ckpt", tmp_path / "killed.log")
     killed_at = max(r["step"] for r in _jsonl(out / "metrics" / "metrics.jsonl"))
-    done = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=job_env())
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
 
     records = _jsonl(out / "metrics" / "metrics.jsonl")
