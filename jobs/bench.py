@@ -11,53 +11,50 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
-from jobs.overrides import parse_set_overrides
+from jobs.entry import (
+    job_parser,
+    overrides_from,
+    parse_set_overrides,
+    run_job,
+    start_logging,
+)
 
 COMMANDS = ("score", "compare", "sample")
 
 
 def score_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="wan bench score", description="score a run into bench_scores")
-    parser.add_argument("--config", required=True, help="YAML BenchJobConfig (see jobs/configs/bench_tiny.yaml)")
-    parser.add_argument("--lake", help="override the config's lake URI")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    parser = job_parser("wan bench score", "score a run into bench_scores",
+                        "YAML BenchJobConfig (see jobs/configs/bench_tiny.yaml)", "run=nightly")
     parser.add_argument("--local", action="store_true", help="score in this process instead of Ray actor pools")
     parser.add_argument("--report", metavar="DIR", help="also write the run's HTML report and JSON export here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from pydantic import ValidationError
-
+    start_logging()
     from bench.job import check_dimensions, load_bench_config, run_bench
-    from curation.ray_runtime import RayClusterUnreachable, check_lake_location
+    from curation.ray_runtime import check_lake_location
 
-    overrides: dict[str, object] = {"lake": args.lake} if args.lake else {}
-    overrides.update(parse_set_overrides(parser, args.set))
-    if args.local:
-        overrides["execution"] = "local"
-    try:
-        cfg = load_bench_config(args.config, overrides)
+    cfg = None
+
+    def work():
+        nonlocal cfg
+        cfg = load_bench_config(args.config, overrides_from(parser, args,
+                                                            execution="local" if args.local else None))
         check_lake_location(cfg.lake, cfg.ray.address)
         check_dimensions(cfg)
-    except (ValidationError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        result = run_bench(cfg)
-    except (RayClusterUnreachable, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"bench {cfg.run}: {result['samples']} samples, {result['pending_samples']} scored this run, "
-          f"{result['written']} scores written {result['status']} in {result['wall_s']:.1f} s")
-    for message in result["errors"]:
-        print(f"  error: {message}")
-    print(result["summary"].text())
-    if args.report:
-        _write_report(cfg.lake, [cfg.run], args.report, cfg.weights_file)
-    return 0
+        return run_bench(cfg)
+
+    def report(result) -> None:
+        print(f"bench {cfg.run}: {result['samples']} samples, {result['pending_samples']} scored this run, "
+              f"{result['written']} scores written {result['status']} in {result['wall_s']:.1f} s")
+        for message in result["errors"]:
+            print(f"  error: {message}")
+        print(result["summary"].text())
+        if args.report:
+            _write_report(cfg.lake, [cfg.run], args.report, cfg.weights_file)
+
+    return run_job(work, report)
 
 
 def _write_report(lake: str, runs: list[str], out: str, weights_file: str | None) -> None:

@@ -5,42 +5,26 @@ Thin: validate the config (before Ray starts), run ``wanmodel.data.encode.run_en
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 
-from jobs.overrides import parse_set_overrides
+from jobs.entry import job_parser, overrides_from, run_job, start_logging
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.encode", description=__doc__)
-    parser.add_argument("--config", required=True, help="YAML EncodeJobConfig (see jobs/configs/encode_tiny.yaml)")
-    parser.add_argument("--lake", help="override the config's lake URI")
+    parser = job_parser("python -m jobs.encode", __doc__, "YAML EncodeJobConfig (see jobs/configs/encode_tiny.yaml)",
+                        "encode.num_gpus=1")
     parser.add_argument("--stage", help="override the config's curriculum stage, e.g. joint_256_192")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set encode.num_gpus=1 (YAML value)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    from curation.jobconfig import ConfigError
-    from curation.ray_runtime import RayClusterUnreachable, check_lake_location
-    from curation.stages.registry import MissingInputError
+    start_logging()
+    from curation.ray_runtime import check_lake_location
     from wanmodel.data.encode import load_encode_config, run_encode_job
 
-    overrides: dict[str, object] = dict(parse_set_overrides(parser, args.set))
-    if args.lake:
-        overrides["lake"] = args.lake
-    if args.stage:
-        overrides["stage"] = args.stage
-    try:
-        cfg = load_encode_config(args.config, overrides)
+    def work():
+        cfg = load_encode_config(args.config, overrides_from(parser, args, stage=args.stage))
         check_lake_location(cfg.lake, cfg.ray.address)
-        summary = run_encode_job(cfg)
-    except (ConfigError, FileNotFoundError, MissingInputError, RayClusterUnreachable) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(summary.text())
-    return 0
+        return run_encode_job(cfg)
+
+    return run_job(work, lambda summary: print(summary.text()))
 
 
 if __name__ == "__main__":
