@@ -43,19 +43,19 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from perf.vae import (
-    REPO_ROOT,
-    _machine,
-    _proc_status_kb,
-    _release_freed_memory,
-    _tensor_peak_bytes,
+from perf.measure import (
+    machine,
+    proc_status_kb,
+    release_freed_memory,
+    tensor_peak_bytes,
     time_ops,
+    write_result,
 )
+from perf.vae import REPO_ROOT
 from wanmodel.models.dit import DiTConfig, WanDiT
 from wanmodel.models.dit_adapters import config_to_diffusers, to_diffusers_state_dict
 from wanmodel.models.random_init import randomize_
@@ -224,7 +224,7 @@ def peak_memory_in_process(impl: str, op: str, case: dict[str, Any]) -> dict[str
                 param.normal_(0.0, 0.02)
     fn = operation(op, model, forward_fn(impl, model, make_inputs(case_), case_))
     fn()  # warm-up: one-time kernel/thread-pool setup is not part of the working set
-    _release_freed_memory()
+    release_freed_memory()
     if case_.device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -234,12 +234,12 @@ def peak_memory_in_process(impl: str, op: str, case: dict[str, Any]) -> dict[str
         return {"tensor_mb": (torch.cuda.max_memory_allocated() - before) / 2**20}
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")  # resets VmHWM to the current RSS
-    before = _proc_status_kb("VmRSS") * 1024
+    before = proc_status_kb("VmRSS") * 1024
     fn()
-    rss_peak = _proc_status_kb("VmHWM") * 1024 - before
+    rss_peak = proc_status_kb("VmHWM") * 1024 - before
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    return {"tensor_mb": _tensor_peak_bytes(prof) / 2**20, "rss_mb": rss_peak / 2**20}
+    return {"tensor_mb": tensor_peak_bytes(prof) / 2**20, "rss_mb": rss_peak / 2**20}
 
 
 def peak_memory(impl: str, op: str, case: Case) -> dict[str, float]:
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                   device=args.device, attention_backend=args.attention_backend,
                   grad_checkpointing=args.grad_checkpointing) for name, layers in specs]
     result = {
-        "device": args.device, "machine": _machine(args.device), "torch": torch.__version__,
+        "device": args.device, "machine": machine(args.device), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "repeat": args.repeat, "reference": reference,
         "peak_tflops": PEAK_TFLOPS,
         "memory_method": ("cuda max_memory_allocated - memory_allocated before the call" if args.device == "cuda"
@@ -411,10 +411,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                                  memory=not args.no_memory) for case in cases],
     }
     print_table(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out, result)
     return result
 
 

@@ -15,41 +15,15 @@ Imports torch only. Writes JSON and prints a short table.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from perf.measure import machine, time_calls, write_result
+
 NOMINAL_MATMUL_TFLOPS = 790.0  # bf16 dense matmul, the lent H100 (shared/notes/ENVIRONMENT.md)
 NOMINAL_COPY_GBS = 3350.0  # the H100 SXM's HBM3 figure; measured copies there ran 3-4.3 TB/s
-
-
-def time_calls(fn: Callable[[], Any], *, repeat: int, device: str) -> list[float]:
-    """Seconds of each of ``repeat`` calls after one warm-up call (CUDA: events, so no host overhead)."""
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(repeat):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        return times
-    times = []
-    for _ in range(repeat):
-        begin = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - begin)
-    return times
 
 
 def matmul_ceiling(device: str, n: int, repeat: int) -> dict[str, Any]:
@@ -72,20 +46,6 @@ def copy_ceiling(device: str, megabytes: int, repeat: int) -> dict[str, Any]:
     moved = 2 * numel * 4
     return {"megabytes": megabytes, "runs_s": times, "gbs": moved / min(times) / 1e9,
             "median_gbs": moved / statistics.median(times) / 1e9}
-
-
-def machine(device: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
-                            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                            "threads": torch.get_num_threads()}
-    if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        info.update({"name": props.name, "cuda": torch.version.cuda, "capability": f"{props.major}.{props.minor}",
-                     "total_memory_mb": props.total_memory / 2**20, "multiprocessors": props.multi_processor_count})
-    else:
-        info["name"] = info["cpu"]
-        info["total_memory_mb"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
-    return info
 
 
 def measure(device: str, *, smoke: bool) -> dict[str, Any]:
@@ -121,10 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--device cuda but torch sees no GPU")
     result = measure(args.device, smoke=args.smoke)
     print_table(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out, result)
     return result
 
 

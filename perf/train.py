@@ -43,19 +43,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from perf.dit import PEAK_TFLOPS, Case, forward_flops, num_tokens
-from perf.vae import _machine, _proc_status_kb
+from perf.measure import machine, peak_mb, reset_peak, sync, write_result
 from wanmodel.diffusion.flow_matching import flow_matching_loss
 from wanmodel.models.dit import WanDiT
 from wanmodel.parallel.parallelize import (
@@ -129,44 +127,25 @@ def plain_step(model: WanDiT, optimizer: torch.optim.Optimizer, batch: dict[str,
 
 
 # ------------------------------------------------------------------------------------ the timing hook
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _reset_peak(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        return
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # resets VmHWM to the current RSS
-
-
-def _peak_mb(device: str) -> float:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return _proc_status_kb("VmHWM") / 1024
-
-
 def time_train_step(step: Callable[[], Any], *, device: str, warmup: int = 2, steps: int = 5) -> dict[str, Any]:
     """Time any zero-argument training step: ``warmup`` untimed calls, then ``steps`` timed ones (synchronised),
     with the peak memory over the timed calls. The hook through which the distributed trainer's step is compared
     with ``plain_step``. Returns step times, their median, the peak MB and the losses the step returned."""
     for _ in range(warmup):
         step()
-    _sync(device)
+    sync(device)
     gc.collect()
-    _reset_peak(device)
+    reset_peak(device)
     times, losses = [], []
     for _ in range(steps):
-        _sync(device)
+        sync(device)
         begin = time.perf_counter()
         loss = step()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - begin)
         losses.append(loss)
     return {"step_s": statistics.median(times), "min_step_s": min(times), "runs_s": times,
-            "peak_mb": _peak_mb(device),
+            "peak_mb": peak_mb(device),
             "losses": [float(loss) for loss in losses if loss is not None]}
 
 
@@ -331,7 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for case in cases:
         case.shape.latent_grid  # noqa: B018 -- a bad frame count or size fails here, before any model is built
     result = {
-        "device": args.device, "machine": _machine(args.device), "torch": torch.__version__,
+        "device": args.device, "machine": machine(args.device), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "steps": args.steps, "warmup": args.warmup, "lr": args.lr,
         "peak_tflops": args.peak_tflops, "precision": "bf16 autocast" if args.device == "cuda" else "float32",
         "memory_method": ("cuda max_memory_allocated over the timed steps (weights, grads, AdamW state, activations)"
@@ -349,10 +328,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 row["ray"] = ray_comparison(case, row, args.ray_workers, threads=torch.get_num_threads(),
                                             warmup=args.warmup, steps=args.steps, lr=args.lr)
     print_table(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out, result)
     return result
 
 

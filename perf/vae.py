@@ -27,21 +27,26 @@ long clip of ``--size`` x ``--size`` pixels:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from perf.measure import (
+    machine,
+    proc_status_kb,
+    release_freed_memory,
+    tensor_peak_bytes,
+    time_ops,
+    write_result,
+)
 from wanmodel.models.random_init import randomize_
 from wanmodel.models.vae import VAEConfig, WanVAE
 from wanmodel.models.vae_adapters import to_diffusers
@@ -111,53 +116,8 @@ def operation(impl: str, op: str, model: torch.nn.Module) -> Callable[[torch.Ten
 
 
 # ----------------------------------------------------------------------------------------------- timing
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def time_ops(fns: dict[str, Callable[[], Any]], *, repeat: int, device: str = "cpu",
-             no_grad: bool = True) -> dict[str, list[float]]:
-    """One warm-up call each, then ``repeat`` timed calls, alternating the order so drift hits all sides alike."""
-    names = list(fns)
-    with torch.set_grad_enabled(not no_grad):
-        for name in names:
-            fns[name]()
-        times: dict[str, list[float]] = {name: [] for name in names}
-        for index in range(repeat):
-            for name in names if index % 2 == 0 else names[::-1]:
-                _sync(device)
-                start = time.perf_counter()
-                fns[name]()
-                _sync(device)
-                times[name].append(time.perf_counter() - start)
-    return times
-
-
 # ----------------------------------------------------------------------------------------------- memory
-def _proc_status_kb(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def _release_freed_memory() -> None:
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the baseline is then a little high, the delta a little low
-        pass
-
-
-def _tensor_peak_bytes(prof: torch.profiler.profile) -> int:
-    """Peak of the running sum of CPU allocator events (each op's own allocations minus frees, in start order)."""
-    current = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        current += event.self_cpu_memory_usage
-        peak = max(peak, current)
-    return peak
+_machine, _proc_status_kb, _release_freed_memory = machine, proc_status_kb, release_freed_memory
 
 
 def peak_memory_in_process(impl: str, op: str, preset: str, frames: int, size: int | str, *, dtype: str = "float32",
@@ -179,7 +139,7 @@ def peak_memory_in_process(impl: str, op: str, preset: str, frames: int, size: i
     fn = operation(impl, op, model)
     with torch.no_grad():
         fn(inputs)  # warm-up: one-time kernel/thread-pool setup is not part of the working set
-        _release_freed_memory()
+        release_freed_memory()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -189,12 +149,12 @@ def peak_memory_in_process(impl: str, op: str, preset: str, frames: int, size: i
             return {"tensor_mb": (torch.cuda.max_memory_allocated() - before) / 2**20}
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # resets VmHWM to the current RSS
-        before = _proc_status_kb("VmRSS") * 1024
+        before = proc_status_kb("VmRSS") * 1024
         fn(inputs)
-        rss_peak = _proc_status_kb("VmHWM") * 1024 - before
+        rss_peak = proc_status_kb("VmHWM") * 1024 - before
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
             fn(inputs)
-    return {"tensor_mb": _tensor_peak_bytes(prof) / 2**20, "rss_mb": rss_peak / 2**20}
+    return {"tensor_mb": tensor_peak_bytes(prof) / 2**20, "rss_mb": rss_peak / 2**20}
 
 
 def peak_memory(impl: str, op: str, preset: str, frames: int, size: int | str, *, dtype: str = "float32",
@@ -272,7 +232,7 @@ def benchmark(preset: str = "wan2.1", short: int = 9, long: int = 33, size: int 
                                                                                   1e-9)
     return {
         "preset": preset, "dtype": dtype, "device": device, "repeat": repeat, "reference": reference,
-        "machine": _machine(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "machine": machine(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "memory_method": ("cuda max_memory_allocated - memory_allocated before the call" if device.startswith("cuda")
                           else "fresh child process per measurement, after one warm-up call: MB = peak of torch CPU "
                                "allocator events (torch.profiler profile_memory, op granularity) above what was "
@@ -280,13 +240,6 @@ def benchmark(preset: str = "wan2.1", short: int = 9, long: int = 33, size: int 
                                "a clear_refs peak reset (includes allocator/oneDNN slack, noisier)"),
         "clips": clips, "memory_flatness_long_over_short": flatness,
     }
-
-
-def _machine(device: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -350,10 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     result = benchmark(args.preset, args.short, args.long, args.size, repeat=args.repeat, dtype=args.dtype,
                        device=args.device, reference=not args.no_reference, measure_memory=not args.no_memory)
     print_table(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out, result)
     return result
 
 
