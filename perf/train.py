@@ -66,24 +66,22 @@ CPU_CASES = (("tiny", None), ("1.3B", 2))
 
 
 @dataclass(frozen=True)
-class TrainCase:
-    config: str
-    layers: int | None
-    frames: int
-    height: int
-    width: int
-    batch: int = 1
-    text_tokens: int = 512
-    device: str = "cpu"
+class TrainCase(Case):
+    """A ``perf.dit`` shape (config, layers, frames, size, batch, text tokens, device, attention backend) and how
+    the training step saves memory."""
+
     activation_checkpointing: bool = True
     offload_activations: bool = False
-    attention_backend: str = "auto"
+
+    def fields(self) -> dict[str, Any]:
+        """The case for the JSON, without ``perf.dit``'s forward-only knobs (dtype, autocast, grad_checkpointing):
+        the training step sets its own precision (bf16 autocast on CUDA) and checkpointing."""
+        return {k: v for k, v in asdict(self).items() if k not in ("dtype", "autocast", "grad_checkpointing")}
 
     @property
     def shape(self) -> Case:
-        """The same shape as a ``perf.dit`` case (config, latent grid, label)."""
-        return Case(config=self.config, layers=self.layers, frames=self.frames, height=self.height,
-                    width=self.width, batch=self.batch, text_tokens=self.text_tokens, device=self.device)
+        """The ``perf.dit`` case of the same shape (config, latent grid, label)."""
+        return Case(**{name: getattr(self, name) for name in Case.__dataclass_fields__})
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -167,7 +165,7 @@ def throughput(case: TrainCase, timing: dict[str, Any], peak_tflops: float) -> d
 # --------------------------------------------------------------------------------------------- driver
 def run_case(case: TrainCase, *, warmup: int, steps: int, lr: float, peak_tflops: float) -> dict[str, Any]:
     """Build, time and rate one case; an out-of-memory is recorded in the result, not raised."""
-    result: dict[str, Any] = {"case": case.shape.label, **asdict(case), "latent_grid": list(case.shape.latent_grid),
+    result: dict[str, Any] = {"case": case.shape.label, **case.fields(), "latent_grid": list(case.shape.latent_grid),
                               "num_layers": case.shape.dit_config.num_layers}
     try:
         model, optimizer = build_training(case, lr=lr)
