@@ -1,0 +1,128 @@
+"""perf.sampling and its quality guard (wanmodel.accel.quality): the smoke run writes every mode, the exact modes
+are exact, diffusers on the same weights agrees, and the guard's figures are right on inputs with known answers."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from wanmodel.accel.quality import (
+    OFFLINE_DIMENSIONS,
+    bench_dimension_deltas,
+    compare_results,
+    latent_mse,
+    psnr,
+)
+
+
+# ------------------------------------------------------------------------------------------- the guard
+def test_psnr_and_mse_known_answers() -> None:
+    exact = torch.zeros(2, 3, 4, 5, 6)
+    fast = exact + 0.1  # MSE 0.01 on a [-1, 1] video (range 2): 10 log10(4 / 0.01)
+    assert latent_mse(fast, exact) == pytest.approx(0.01, rel=1e-6)
+    assert psnr(fast, exact) == pytest.approx(10 * math.log10(400), rel=1e-6)
+    assert psnr(exact, exact) == math.inf and latent_mse(exact, exact) == 0.0
+    frames = np.full((3, 4, 4, 3), 100, np.uint8)
+    assert psnr(frames + 1, frames) == pytest.approx(20 * math.log10(255), rel=1e-9)  # uint8: range 255
+    with pytest.raises(ValueError, match="shapes differ"):
+        psnr(exact[:1], exact)
+
+
+def test_compare_results_per_sample_and_pooled() -> None:
+    latents = torch.zeros(2, 16, 1, 2, 2)
+    decoded = torch.zeros(2, 3, 1, 4, 4)
+    exact = SimpleNamespace(latents=latents, decoded=decoded, videos=[])
+    moved = latents.clone()
+    moved[1] += 0.2  # only sample 1 differs: per-sample MSE 0 and 0.04, pooled 0.02
+    frames = decoded.clone()
+    frames[1] += 0.1
+    report = compare_results(SimpleNamespace(latents=moved, decoded=frames, videos=[]), exact)
+    assert [s["latent_mse"] for s in report.per_sample] == pytest.approx([0.0, 0.04])
+    assert report.latent_mse == pytest.approx(0.02)
+    assert report.per_sample[0]["psnr_db"] == math.inf
+    assert report.psnr_db == pytest.approx(10 * math.log10(4 / 0.005), rel=1e-6)
+
+
+def _moving_square(shift: int) -> np.ndarray:
+    video = np.zeros((9, 64, 64, 3), np.uint8)
+    for t in range(9):
+        video[t, 20:36, 4 + shift * t:20 + shift * t] = 255
+    return video
+
+
+def test_bench_dimensions_score_both_sets() -> None:
+    """Offline Wan-Bench dimensions: the same videos differ by exactly 0; a still video against a moving one
+    scores less large_motion; a one-frame image cannot be scored by a flow dimension and is recorded as skipped."""
+    moving, still = _moving_square(3), _moving_square(0)
+    same = bench_dimension_deltas([moving], [moving], ["a square"], fps=16)
+    assert set(same) == set(OFFLINE_DIMENSIONS)
+    assert all(figure["delta"] == 0.0 for figure in same.values()), same
+    slower = bench_dimension_deltas([moving], [still], ["a square"], fps=16)
+    assert slower["large_motion"]["delta"] < 0 < slower["large_motion"]["exact"]
+    image = bench_dimension_deltas([moving[:1]], [moving[:1]], ["a square"], fps=16)
+    assert all("needs at least 2 frames" in figure["skipped"] for figure in image.values())
+
+
+# ------------------------------------------------------------------------------------------- the benchmark
+def test_torch_euler_stand_in_equals_the_diffusers_euler_scheduler() -> None:
+    """The solver perf.sampling uses where diffusers is absent steps exactly as diffusers' Euler on the same grid."""
+    from perf.sampling_modes import EulerFlow
+    from wanmodel.diffusion.schedulers import prepare_scheduler
+
+    ours, reference = EulerFlow(6, 3.0), prepare_scheduler("euler", 6, 3.0, spacing="official")
+    torch.testing.assert_close(ours.timesteps, reference.timesteps.float(), rtol=1e-6, atol=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 2, 2, generator=generator)
+    y = x.clone()
+    for t in reference.timesteps:
+        velocity = torch.randn(x.shape, generator=generator)
+        x = ours.step(velocity, t, x)[0]
+        y = reference.step(velocity, t, y, return_dict=False)[0]
+    torch.testing.assert_close(x, y, rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from perf.sampling import main
+
+    threads = torch.get_num_threads()
+    try:
+        out = tmp_path_factory.mktemp("sampling")
+        main(["--smoke", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    return json.loads((Path(out) / "sampling.json").read_text())
+
+
+def test_smoke_writes_every_mode(smoke: dict) -> None:
+    from perf.sampling_modes import modes
+
+    names = [row["mode"] for row in smoke["cases"]]
+    assert names == [mode.name for mode in modes("fp32", device="cpu", reference=True)]
+    assert {"plain", "plain-bf16", "diffusers", "combined"} <= set(names)
+    for row in smoke["cases"]:
+        if not row["available"]:
+            assert row["reason"], row  # an absent mode says why
+            continue
+        assert row["video_s"] > 0 and row["step_s"] > 0 and math.isfinite(row["peak_mb"]), row
+        assert row["steps_run"] == smoke["settings"]["num_steps"] == 4 and not row["extrapolated"]
+        assert "psnr_db" in row and "latent_mse" in row and row["speedup"] > 0
+
+
+def test_smoke_exact_modes_are_exact_and_diffusers_agrees(smoke: dict) -> None:
+    rows = {row["mode"]: row for row in smoke["cases"] if row["available"]}
+    plain = rows["plain"]
+    assert plain["latent_mse"] == 0.0 and plain["psnr_db"] == math.inf
+    assert plain["dit_passes"] == 2 * 4  # CFG: cond + uncond each of the 4 steps
+    for name in ("cache:off", "offload"):  # every cache off / the same weights streamed block by block
+        if name in rows:
+            assert rows[name]["latent_mse"] == 0.0 and rows[name]["psnr_db"] == math.inf, rows[name]
+    reference = rows["diffusers"]  # same weights, same noise, same UniPC grid; measured ~1e-11 and 121 dB
+    assert reference["latent_mse"] < 1e-9 and reference["psnr_db"] > 90
+    assert reference["dit_passes"] == 8 and reference["vs_diffusers_step"] == 1.0
+    assert 30 < rows["plain-bf16"]["psnr_db"] < math.inf  # bf16 deviates, a little
