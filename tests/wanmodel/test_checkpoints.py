@@ -24,7 +24,15 @@ from wanmodel.models.checkpoint import (
     write_weights,
 )
 from wanmodel.models.dit import FP32_PARAMETERS, DiTConfig, WanDiT
-from wanmodel.models.dit_adapters import load_dit, save_dit, to_diffusers_state_dict
+from wanmodel.models.dit_adapters import (
+    config_from_diffusers,
+    config_from_official,
+    config_to_diffusers,
+    infer_config,
+    load_dit,
+    save_dit,
+    to_diffusers_state_dict,
+)
 from wanmodel.models.random_init import randomize_
 from wanmodel.models.vae import VAEConfig, WanVAE
 from wanmodel.models.vae_adapters import diffusers_key, load_vae, save_vae, to_official
@@ -87,7 +95,8 @@ def _dit_inputs(config: DiTConfig) -> Inputs:
     inputs = {"x": torch.randn(2, 16, 2, 4, 4, generator=generator), "timestep": torch.tensor([900.0, 12.5]),
               "context": torch.randn(2, 7, config.text_dim, generator=generator)}
     if config.is_i2v:
-        inputs["clip_fea"] = torch.randn(2, 257, config.image_dim, generator=generator)
+        tokens = config.image_tokens or 257  # flf2v: both frames' tokens
+        inputs["clip_fea"] = torch.randn(2, tokens, config.image_dim, generator=generator)
         inputs["y"] = torch.randn(2, config.in_dim - 16, 2, 4, 4, generator=generator)
     return inputs
 
@@ -117,6 +126,8 @@ CASES = (
                                         temperal_downsample=(True, True, False))),
     _dit_case("dit-tiny-t2v", DiTConfig.named("tiny")),
     _dit_case("dit-tiny-i2v", DiTConfig.named("tiny-i2v")),
+    # first-last-frame: img_emb.emb_pos (official) = condition_embedder.image_embedder.pos_embed (diffusers)
+    _dit_case("dit-tiny-flf2v", DiTConfig.named("tiny-flf2v")),
     # no affine cross-attention norm (no norm3 keys), three blocks
     _dit_case("dit-tiny-no-cross-norm", DiTConfig.named("tiny", cross_attn_norm=False, num_layers=3)),
 )
@@ -253,6 +264,40 @@ def test_folder_config_without_text_dim_reads_it_off_the_weights(tmp_path, layou
     inputs = _dit_inputs(config)
     with torch.no_grad():
         assert torch.equal(loaded(**inputs), model(**inputs))
+
+
+def test_flf2v_release_configs_and_bare_files(tmp_path):
+    """The FLF2V-14B release configs (official: model_type flf2v, no token count; diffusers: pos_embed_seq_len 514)
+    read as the flf2v-14B config, and a bare state-dict file is recognised as flf2v by its img_emb.emb_pos."""
+    release = DiTConfig.named("flf2v-14B")
+    official = {"_class_name": "WanModel", "model_type": "flf2v", "patch_size": [1, 2, 2], "text_len": 512,
+                "in_dim": 36, "dim": 5120, "ffn_dim": 13824, "freq_dim": 256, "out_dim": 16, "num_heads": 40,
+                "num_layers": 40, "window_size": [-1, -1], "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6}
+    diffusers = {"_class_name": "WanTransformer3DModel", "added_kv_proj_dim": 5120, "attention_head_dim": 128,
+                 "cross_attn_norm": True, "eps": 1e-6, "ffn_dim": 13824, "freq_dim": 256, "image_dim": 1280,
+                 "in_channels": 36, "num_attention_heads": 40, "num_layers": 40, "out_channels": 16,
+                 "patch_size": [1, 2, 2], "pos_embed_seq_len": 514, "qk_norm": "rms_norm_across_heads",
+                 "rope_max_seq_len": 1024, "text_dim": 4096}
+    assert config_from_official(official) == config_from_diffusers(diffusers) == release
+    assert release.is_i2v and release.is_flf2v and release.image_tokens == 514
+    assert config_to_diffusers(release)["pos_embed_seq_len"] == 514
+    assert config_to_diffusers(DiTConfig.named("i2v-14B"))["pos_embed_seq_len"] is None
+    with torch.device("meta"):
+        assert tuple(WanDiT(release).img_emb.emb_pos.shape) == (1, 514, 1280)
+    with pytest.raises(ValueError, match="pos_embed_seq_len .* but no image_dim"):
+        config_from_diffusers({**diffusers, "image_dim": None, "added_kv_proj_dim": None})
+    config = DiTConfig.named("tiny-flf2v")
+    model = randomize_(WanDiT(config), 2).eval()
+    save_file(model.state_dict(), tmp_path / "official.safetensors")
+    save_file(to_diffusers_state_dict(model.state_dict()), tmp_path / "diffusers.safetensors")
+    inputs = _dit_inputs(config)
+    for name in ("official.safetensors", "diffusers.safetensors"):
+        with torch.no_grad():
+            assert torch.equal(load_dit(tmp_path / name, config)(**inputs), model(**inputs))
+    # without a config the weights say flf2v and the token count (the head count is not stored: given here)
+    assert infer_config(model.state_dict(), num_heads=config.num_heads) == config
+    with pytest.raises(ValueError, match="unexpected key.*img_emb.emb_pos"):
+        load_dit(tmp_path / "official.safetensors", DiTConfig.named("tiny-i2v"))
 
 
 # ------------------------------------------------------------------------------- shared module's errors

@@ -289,7 +289,7 @@ def test_configs():
     with pytest.raises(ValueError, match="divisible by num_heads"):
         DiTConfig(dim=100, num_heads=3)
     with pytest.raises(ValueError, match="model_type"):
-        DiTConfig(model_type="flf2v")
+        DiTConfig(model_type="vace")  # flf2v is supported since issue 14
     with pytest.raises(ValueError, match="attention backend"):
         WanDiT(TINY, attention_backend="xformers")
 

@@ -302,3 +302,131 @@ def test_bad_requests_are_clear_errors(t2v: WanT2VPipeline, i2v: WanI2VPipeline)
         i2v.generate(PROMPTS[:1], [FrameCondition(torch.zeros(3, 1, 32, 48), [12])], **SMALL)
     with pytest.raises(FileNotFoundError, match="DiT weights not found at /nonexistent/dit"):
         WanT2VPipeline.from_pretrained("/nonexistent/dit", "/nonexistent/vae", "/nonexistent/umt5")
+
+
+# ------------------------------------------------------------------------------- parity: FLF2V (issue 14)
+# a CLIP tower whose input size is the video's (32 px, 4 x 4 patches + class = 17 tokens): diffusers' CLIPImageProcessor
+# resizes the shortest edge and centre-crops while the released CLIP stretches to a square; at the tower's own size
+# neither resizes, so both encoders see the same pixels
+FLF_CLIP_CONFIG = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 8,
+                                                   "patch_size": 8}}
+FLF_SMALL = {**SMALL, "width": 32}
+
+
+def _save_open_clip(directory: Path, seed: int) -> Path:
+    """A random open_clip tower of ``FLF_CLIP_CONFIG`` saved as an open_clip checkpoint (our loader reads it)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from wanmodel.models.random_init import randomize_
+    from wanmodel.text.clip_image import CONFIG_NAME, build_vision_tower
+
+    directory.mkdir(parents=True)
+    tower = randomize_(build_vision_tower(FLF_CLIP_CONFIG), seed)
+    save_file({f"visual.{k}": v.detach().contiguous() for k, v in tower.state_dict().items()},
+              str(directory / "open_clip_model.safetensors"))
+    (directory / CONFIG_NAME).write_text(json.dumps({"model_cfg": FLF_CLIP_CONFIG}))
+    return directory
+
+
+def _transformers_clip(tower: torch.nn.Module):
+    """transformers' CLIPVisionModel + CLIPImageProcessor holding the open_clip tower's weights (what diffusers'
+    WanImageToVideoPipeline encodes images with)."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    vision = FLF_CLIP_CONFIG["vision_cfg"]
+    width, size = vision["width"], vision["image_size"]
+    model = CLIPVisionModel(CLIPVisionConfig(
+        hidden_size=width, intermediate_size=4 * width, num_hidden_layers=vision["layers"],
+        num_attention_heads=width // vision["head_width"], image_size=size, patch_size=vision["patch_size"],
+        hidden_act="gelu", layer_norm_eps=1e-5)).eval()
+    sd = tower.state_dict()
+    out = {"embeddings.class_embedding": sd["class_embedding"], "embeddings.patch_embedding.weight": sd["conv1.weight"],
+           "embeddings.position_embedding.weight": sd["positional_embedding"]}
+    for ours, theirs in (("ln_pre", "pre_layrnorm"), ("ln_post", "post_layernorm")):
+        out.update({f"{theirs}.weight": sd[f"{ours}.weight"], f"{theirs}.bias": sd[f"{ours}.bias"]})
+    for i in range(vision["layers"]):
+        src, dst = f"transformer.resblocks.{i}.", f"encoder.layers.{i}."
+        for kind in ("weight", "bias"):
+            for name, part in zip("qkv", sd[f"{src}attn.in_proj_{kind}"].chunk(3)):
+                out[f"{dst}self_attn.{name}_proj.{kind}"] = part
+            for a, b in (("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
+                         ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")):
+                out[f"{dst}{b}.{kind}"] = sd[f"{src}{a}.{kind}"]
+    missing, unexpected = model.load_state_dict(out, strict=False)
+    assert not unexpected and all("position_ids" in key for key in missing)
+    processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return model, processor
+
+
+@pytest.fixture(scope="module")
+def flf2v(tiny: Path) -> WanI2VPipeline:
+    """An flf2v pipeline loaded from disk: the DiT in the official layout (img_emb.emb_pos), the CLIP tower as an
+    open_clip checkpoint; VAE and umT5 are the tiny i2v set's."""
+    from wanmodel.models.dit import DiTConfig, WanDiT
+    from wanmodel.models.dit_adapters import save_dit
+    from wanmodel.models.random_init import randomize_
+
+    paths = build_tiny_models(tiny, "i2v")
+    config = DiTConfig.named("tiny-flf2v", text_dim=32, image_dim=FLF_CLIP_CONFIG["vision_cfg"]["width"])
+    dit = randomize_(WanDiT(config), 4)
+    with torch.no_grad():  # randomize_ scales a 3-D tensor by 1/sqrt(34 * 32); make the positions matter
+        dit.img_emb.emb_pos.normal_(generator=torch.Generator().manual_seed(0))
+    save_dit(dit, tiny / "dit-flf2v", layout="official")
+    clip = _save_open_clip(tiny / "clip-flf2v", seed=6)
+    return WanI2VPipeline.from_pretrained(tiny / "dit-flf2v", paths.vae, paths.text_encoder, image_encoder=clip)
+
+
+def test_flf2v_matches_diffusers_image_to_video_pipeline_with_last_image(flf2v: WanI2VPipeline,
+                                                                        tmp_path: Path) -> None:
+    """The released first-last-frame model: diffusers encodes both frames with its own CLIPVisionModel and feeds
+    the 2 x 17 tokens through image_embedder.pos_embed; we do the same through our CLIP loader and img_emb.emb_pos."""
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from wanmodel.models.dit_adapters import save_dit
+
+    assert flf2v.dit.config.model_type == "flf2v" and flf2v.first_last_frame
+    export = save_dit(flf2v.dit, tmp_path / "dit_diffusers", layout="diffusers")
+    transformer = WanTransformer3DModel.from_config(WanTransformer3DModel.load_config(str(export))).eval()
+    assert transformer.config.pos_embed_seq_len == 34
+    transformer.load_state_dict(load_file(export / "diffusion_pytorch_model.safetensors"), strict=True)
+    parts = {**_diffusers_parts(flf2v, tmp_path), "transformer": transformer}
+    image_encoder, image_processor = _transformers_clip(flf2v.image_encoder.tower)
+    reference = WanImageToVideoPipeline(scheduler=make_scheduler("unipc", FLF_SMALL["shift"]),
+                                        image_encoder=image_encoder, image_processor=image_processor, **parts)
+    reference.set_progress_bar_config(disable=True)
+    rng = np.random.default_rng(2)
+    first, last = ((rng.random((32, 32, 3)) * 255).astype(np.uint8) for _ in range(2))
+    noise = initial_noise(latent_shape(SamplingSettings(**FLF_SMALL)), [5])
+    captured: dict = {}
+    expected = reference(image=Image.fromarray(first), last_image=Image.fromarray(last), prompt=PROMPTS[:1],
+                         negative_prompt=["blurry"], height=FLF_SMALL["height"], width=FLF_SMALL["width"],
+                         num_frames=FLF_SMALL["num_frames"], num_inference_steps=FLF_SMALL["num_steps"],
+                         guidance_scale=FLF_SMALL["guidance_scale"], latents=noise.clone(), output_type="np",
+                         callback_on_step_end=_capture_latents(captured)).frames
+    ours = flf2v.generate(PROMPTS[:1], [first], last_images=[last], negative_prompt="blurry", latents=noise.clone(),
+                          keep_decoded=True, spacing="diffusers", **FLF_SMALL)
+    torch.testing.assert_close(ours.latents, captured["latents"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(_as_diffusers_frames(ours.decoded), expected, atol=5e-5, rtol=0)
+    # the image context is both frames' tokens, first then last: swapping the frames' tokens changes the sample
+    clip = flf2v.image_features([FrameCondition.first_last(first, last)])
+    assert clip.shape == (1, 34, 32)
+    swapped = flf2v.generate(PROMPTS[:1], [first], last_images=[last], negative_prompt="blurry",
+                             latents=noise.clone(), clip_features=torch.cat([clip[:, 17:], clip[:, :17]], dim=1),
+                             spacing="diffusers", **{**FLF_SMALL, "num_steps": 2})
+    same = flf2v.generate(PROMPTS[:1], [first], last_images=[last], negative_prompt="blurry", latents=noise.clone(),
+                          clip_features=clip, spacing="diffusers", **{**FLF_SMALL, "num_steps": 2})
+    assert (swapped.latents - same.latents).abs().max() > 1e-3
+
+
+def test_flf2v_needs_first_last_frame_conditions(flf2v: WanI2VPipeline, i2v: WanI2VPipeline) -> None:
+    image = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match="flf2v DiT needs first-last-frame conditions .* condition 0 has 1"):
+        flf2v.generate(PROMPTS[:1], [image], **FLF_SMALL)
+    with pytest.raises(ValueError, match=r"clip_fea must be \[2, 34, 32\] \(the first and the last frame's CLIP"):
+        flf2v.generate(PROMPTS[:1], [image], last_images=[image], clip_features=torch.zeros(1, 17, 32), **FLF_SMALL)
+    assert not i2v.first_last_frame and i2v.task == "i2v"  # an i2v DiT keeps one frame's tokens
+    assert i2v.image_features([FrameCondition.first_last(image, image)]).shape == (1, 17, 32)

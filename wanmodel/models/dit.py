@@ -1,10 +1,12 @@
-"""The Wan 2.1 diffusion transformer (report sections 4.2.1 and 5.1.1): text-to-video and image-to-video.
+"""The Wan 2.1 diffusion transformer (report sections 4.2.1 and 5.1.1): text-, image- and first-last-frame-to-video.
 
 A noisy latent video [B, 16, F, H, W] is cut into (1, 2, 2) patches by a 3D convolution, giving F * H/2 * W/2
 tokens. Each block runs self-attention with 3D RoPE and q/k RMSNorm, cross-attention to the umT5 text tokens
 (and, for I2V, separately projected CLIP image tokens whose attention output is added), and a GELU MLP. One time
 MLP shared by all blocks predicts six modulation vectors (shift, scale, gate for attention and MLP); each block
-adds its own learned bias to them. The head un-patches to the velocity [B, 16, F, H, W].
+adds its own learned bias to them. The head un-patches to the velocity [B, 16, F, H, W]. The first-last-frame model
+(``flf2v``, the released FLF2V-14B) is the I2V model whose image tokens are the CLIP tokens of both frames, first
+then last (2 x 257), with a learned positional embedding ``img_emb.emb_pos`` added before the image MLP.
 
 Module and parameter names are those of the official release (``wan/modules/model.py``), so released checkpoints
 load without renaming; ``dit_adapters`` maps the diffusers layout.
@@ -29,7 +31,7 @@ from torch.utils.checkpoint import checkpoint
 from .attention import BACKENDS, attention
 from .rope import RopeCache, RopeTables, apply_rope, axis_dims
 
-__all__ = ["DIT_CONFIGS", "FP32_PARAMETERS", "DiTConfig", "WanDiT", "sinusoidal_embedding"]
+__all__ = ["DIT_CONFIGS", "FP32_PARAMETERS", "MODEL_TYPES", "DiTConfig", "WanDiT", "sinusoidal_embedding"]
 
 
 # --------------------------------------------------------------------------------------------------- config
@@ -37,7 +39,7 @@ __all__ = ["DIT_CONFIGS", "FP32_PARAMETERS", "DiTConfig", "WanDiT", "sinusoidal_
 class DiTConfig:
     """Shape of a Wan DiT. Field names follow the official ``WanModel`` arguments."""
 
-    model_type: Literal["t2v", "i2v"] = "t2v"
+    model_type: Literal["t2v", "i2v", "flf2v"] = "t2v"
     patch_size: tuple[int, int, int] = (1, 2, 2)
     in_dim: int = 16
     out_dim: int = 16
@@ -52,18 +54,23 @@ class DiTConfig:
     qk_norm: bool = True
     cross_attn_norm: bool = True
     image_dim: int = 1280
+    # flf2v only: image tokens of the first and last frames together (the official FIRST_LAST_FRAME_CONTEXT_TOKEN_
+    # NUMBER = 2 * 257, diffusers' pos_embed_seq_len), the length of the learned ``img_emb.emb_pos``
+    flf_image_tokens: int = 2 * 257
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
-        if self.model_type not in ("t2v", "i2v"):
-            raise ValueError(f"DiTConfig.model_type must be 't2v' or 'i2v', got {self.model_type!r}")
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"DiTConfig.model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
         if len(self.patch_size) != 3 or min(self.patch_size) < 1:
             raise ValueError(f"DiTConfig.patch_size needs 3 positive ints, got {self.patch_size}")
         for name in ("in_dim", "out_dim", "dim", "ffn_dim", "freq_dim", "text_dim", "text_len", "num_heads",
-                     "num_layers", "image_dim"):
+                     "num_layers", "image_dim", "flf_image_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"DiTConfig.{name} must be a positive int, got {value!r}")
+        if self.flf_image_tokens % 2:
+            raise ValueError(f"DiTConfig.flf_image_tokens (2 frames' tokens) must be even, got {self.flf_image_tokens}")
         if self.freq_dim % 2:
             raise ValueError(f"DiTConfig.freq_dim must be even, got {self.freq_dim}")
         if self.dim % self.num_heads:
@@ -81,7 +88,18 @@ class DiTConfig:
 
     @property
     def is_i2v(self) -> bool:
-        return self.model_type == "i2v"
+        """Image-conditioned (i2v or flf2v): CLIP image tokens, ``img_emb`` and the image k/v projections."""
+        return self.model_type in ("i2v", "flf2v")
+
+    @property
+    def is_flf2v(self) -> bool:
+        """First-last-frame model: image tokens of two frames with the learned ``img_emb.emb_pos``."""
+        return self.model_type == "flf2v"
+
+    @property
+    def image_tokens(self) -> int | None:
+        """Image tokens per sample when fixed (flf2v: ``flf_image_tokens``), else None."""
+        return self.flf_image_tokens if self.is_flf2v else None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -99,7 +117,8 @@ class DiTConfig:
 
     @classmethod
     def named(cls, name: str, **overrides: Any) -> DiTConfig:
-        """A named config: ``1.3B``, ``14B``, ``i2v-14B`` (the releases), ``tiny``, ``tiny-i2v`` (CPU tests)."""
+        """A named config: ``1.3B``, ``14B``, ``i2v-14B``, ``flf2v-14B`` (the releases), ``tiny``, ``tiny-i2v``,
+        ``tiny-flf2v`` (CPU tests; ``tiny-flf2v`` takes 2 x 17 image tokens, the tiny CLIP tower's)."""
         try:
             config = DIT_CONFIGS[name]
         except KeyError:
@@ -107,13 +126,16 @@ class DiTConfig:
         return replace(config, **overrides) if overrides else config
 
 
+MODEL_TYPES = ("t2v", "i2v", "flf2v")
 _TINY = DiTConfig(dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=32)
 DIT_CONFIGS: dict[str, DiTConfig] = {
     "1.3B": DiTConfig(),
     "14B": DiTConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
     "i2v-14B": DiTConfig(model_type="i2v", in_dim=36, dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
     "tiny": _TINY,
+    "flf2v-14B": DiTConfig(model_type="flf2v", in_dim=36, dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
     "tiny-i2v": replace(_TINY, model_type="i2v", in_dim=36),
+    "tiny-flf2v": replace(_TINY, model_type="flf2v", in_dim=36, flf_image_tokens=2 * 17),
 }
 
 # Parameters that stay float32 when the model is cast for inference (``WanDiT.set_dtype``): they feed the
@@ -284,15 +306,24 @@ class Head(nn.Module):
 
 class MLPProj(nn.Module):
     """CLIP image features -> image context tokens: LayerNorm, Linear, GELU, Linear, LayerNorm (official
-    ``MLPProj``, torch's default LayerNorm eps 1e-5; the report's "three-layer MLP"). Norms in float32."""
+    ``MLPProj``, torch's default LayerNorm eps 1e-5; the report's "three-layer MLP"). Norms in float32.
 
-    def __init__(self, in_dim: int, out_dim: int) -> None:
+    With ``pos_tokens`` (flf2v) a learned positional embedding ``emb_pos`` [1, pos_tokens, in_dim] (zeros at init,
+    as released) is added to the features first; they must then be [B, pos_tokens, in_dim], the first frame's
+    tokens followed by the last frame's (the official module views [2B, N, D] as [B, 2N, D]: the same layout)."""
+
+    def __init__(self, in_dim: int, out_dim: int, pos_tokens: int | None = None) -> None:
         super().__init__()
         self.proj = nn.Sequential(LayerNorm(in_dim, 1e-5, elementwise_affine=True), nn.Linear(in_dim, in_dim),
                                   nn.GELU(), nn.Linear(in_dim, out_dim),
                                   LayerNorm(out_dim, 1e-5, elementwise_affine=True))
+        if pos_tokens is not None:
+            self.emb_pos = nn.Parameter(torch.zeros(1, pos_tokens, in_dim))
 
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        emb_pos = getattr(self, "emb_pos", None)
+        if emb_pos is not None:
+            image_features = image_features.float() + emb_pos.float()
         norm_in, fc1, gelu, fc2, norm_out = self.proj
         hidden = gelu(fc1(_to_weight_dtype(norm_in(image_features), fc1)))
         return norm_out(fc2(hidden))
@@ -325,7 +356,7 @@ class WanDiT(nn.Module):
         self.blocks = nn.ModuleList(WanBlock(config) for _ in range(config.num_layers))
         self.head = Head(config)
         if config.is_i2v:
-            self.img_emb = MLPProj(config.image_dim, dim)
+            self.img_emb = MLPProj(config.image_dim, dim, pos_tokens=config.image_tokens)
         self.rope = RopeCache(config.head_dim)
         self.init_weights()
 
@@ -399,15 +430,20 @@ class WanDiT(nn.Module):
         batch = x.shape[0]
         if config.is_i2v:
             if clip_fea is None or y is None:
-                raise ValueError("an i2v model needs clip_fea [B, N, image_dim] and y [B, C_y, F, H, W]")
+                raise ValueError(f"an {config.model_type} model needs clip_fea [B, N, image_dim] and y "
+                                 f"[B, C_y, F, H, W]")
             if y.ndim != 5 or y.shape[0] != batch or y.shape[2:] != x.shape[2:]:
                 raise ValueError(f"y must be [B, C_y, F, H, W] matching x {tuple(x.shape)}, got {tuple(y.shape)}")
-            if clip_fea.ndim != 3 or clip_fea.shape[0] != batch or clip_fea.shape[2] != config.image_dim:
-                raise ValueError(f"clip_fea must be [{batch}, N, {config.image_dim}], got {tuple(clip_fea.shape)}")
+            tokens = "N" if config.image_tokens is None else config.image_tokens
+            if (clip_fea.ndim != 3 or clip_fea.shape[0] != batch or clip_fea.shape[2] != config.image_dim
+                    or clip_fea.shape[1] != (config.image_tokens or clip_fea.shape[1])):
+                raise ValueError(f"clip_fea must be [{batch}, {tokens}, {config.image_dim}]"
+                                 + (" (the first and the last frame's CLIP tokens, concatenated)"
+                                    if config.is_flf2v else "") + f", got {tuple(clip_fea.shape)}")
             channels = x.shape[1] + y.shape[1]
         else:
             if clip_fea is not None or y is not None:
-                raise ValueError("clip_fea and y are for i2v models; this model is t2v")
+                raise ValueError("clip_fea and y are for i2v/flf2v models; this model is t2v")
             channels = x.shape[1]
         if channels != config.in_dim:
             raise ValueError(f"the model takes {config.in_dim} input channels (x and y together), got {channels}")

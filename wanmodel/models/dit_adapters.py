@@ -10,6 +10,7 @@ Diffusers renames modules; ``to_diffusers_state_dict`` / ``from_diffusers_state_
     time_projection.1                                 condition_embedder.time_proj
     img_emb.proj.{0,1,3,4}                            condition_embedder.image_embedder.{norm1, ff.net.0.proj,
                                                           ff.net.2, norm2}
+    img_emb.emb_pos (flf2v)                           condition_embedder.image_embedder.pos_embed
     head.head, head.modulation                        proj_out, scale_shift_table
     blocks.N.self_attn / cross_attn                   blocks.N.attn1 / attn2
         .q .k .v .o                                       .to_q .to_k .to_v .to_out.0
@@ -21,6 +22,8 @@ Diffusers renames modules; ``to_diffusers_state_dict`` / ``from_diffusers_state_
 On disk, each layout is safetensors + config.json, one file or shards with an index json:
 ours ``model.safetensors`` (config ``_class_name: WanDiT``), official and diffusers
 ``diffusion_pytorch_model.safetensors`` (``_class_name`` ``WanModel`` / ``WanTransformer3DModel``).
+The first-last-frame model (FLF2V) is ``model_type: flf2v`` in the official config and ``pos_embed_seq_len`` (the
+length of ``emb_pos``, 2 x 257) in the diffusers one.
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ from .checkpoint import (
     write_config,
     write_weights,
 )
-from .dit import FP32_PARAMETERS, DiTConfig, WanDiT
+from .dit import FP32_PARAMETERS, MODEL_TYPES, DiTConfig, WanDiT
 
 __all__ = [
     "DIFFUSERS_CLASS",
@@ -88,6 +91,7 @@ _TOP = (
     ("img_emb.proj.1.", "condition_embedder.image_embedder.ff.net.0.proj."),
     ("img_emb.proj.3.", "condition_embedder.image_embedder.ff.net.2."),
     ("img_emb.proj.4.", "condition_embedder.image_embedder.norm2."),
+    ("img_emb.emb_pos", "condition_embedder.image_embedder.pos_embed"),
     ("head.head.", "proj_out."),
     ("head.modulation", "scale_shift_table"),
 )
@@ -172,18 +176,20 @@ def config_to_official(config: DiTConfig) -> dict[str, Any]:
     data["patch_size"] = list(config.patch_size)
     if config.is_i2v:
         data["image_dim"] = config.image_dim
+    if config.is_flf2v:
+        data["flf_image_tokens"] = config.flf_image_tokens
     return data
 
 
 def config_from_official(data: Mapping[str, Any]) -> DiTConfig:
     """An official ``WanModel`` config.json dict -> DiTConfig (missing keys take the release defaults)."""
     model_type = data.get("model_type", "t2v")
-    if model_type not in ("t2v", "i2v"):
-        raise ValueError(f"official config has model_type={model_type!r}; only 't2v' and 'i2v' are supported")
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"official config has model_type={model_type!r}; supported: {MODEL_TYPES}")
     if list(data.get("window_size", [-1, -1])) != [-1, -1]:
         raise ValueError(f"official config has window_size={data['window_size']}; only global attention (-1, -1) "
                          f"is supported")
-    return DiTConfig(**{key: data[key] for key in (*_OFFICIAL_KEYS, "image_dim") if key in data})
+    return DiTConfig(**{key: data[key] for key in (*_OFFICIAL_KEYS, "image_dim", "flf_image_tokens") if key in data})
 
 
 def config_to_diffusers(config: DiTConfig) -> dict[str, Any]:
@@ -200,25 +206,28 @@ def config_to_diffusers(config: DiTConfig) -> dict[str, Any]:
         "qk_norm": "rms_norm_across_heads", "eps": config.eps,
         "image_dim": config.image_dim if config.is_i2v else None,
         "added_kv_proj_dim": config.dim if config.is_i2v else None,
-        "rope_max_seq_len": 1024, "pos_embed_seq_len": None,
+        "rope_max_seq_len": 1024, "pos_embed_seq_len": config.image_tokens,
     }
 
 
 def config_from_diffusers(data: Mapping[str, Any]) -> DiTConfig:
-    """A diffusers ``WanTransformer3DModel`` config.json dict -> DiTConfig; Wan 2.2 / FLF2V variants rejected."""
+    """A diffusers ``WanTransformer3DModel`` config.json dict -> DiTConfig (``pos_embed_seq_len`` set: flf2v);
+    Wan 2.2 variants rejected."""
     heads, head_dim = data.get("num_attention_heads", 40), data.get("attention_head_dim", 128)
     dim = heads * head_dim
     if data.get("qk_norm", "rms_norm_across_heads") != "rms_norm_across_heads":
         raise ValueError(f"diffusers config has qk_norm={data['qk_norm']!r}; only 'rms_norm_across_heads' is "
                          f"supported")
-    if data.get("pos_embed_seq_len") is not None:
-        raise ValueError("diffusers config has pos_embed_seq_len (first-last-frame model); not supported")
     added = data.get("added_kv_proj_dim")
     if added is not None and added != dim:
         raise ValueError(f"diffusers config has added_kv_proj_dim={added}; the Wan 2.1 I2V layout needs {dim}")
     if (added is None) != (data.get("image_dim") is None):
         raise ValueError("diffusers config needs image_dim and added_kv_proj_dim both set (i2v) or both unset")
     extra = {"model_type": "i2v", "image_dim": data["image_dim"]} if added is not None else {}
+    if data.get("pos_embed_seq_len") is not None:
+        if not extra:
+            raise ValueError("diffusers config has pos_embed_seq_len (first-last-frame model) but no image_dim")
+        extra.update(model_type="flf2v", flf_image_tokens=data["pos_embed_seq_len"])
     return DiTConfig(patch_size=tuple(data.get("patch_size", (1, 2, 2))), in_dim=data.get("in_channels", 16),
                      out_dim=data.get("out_channels") or data.get("in_channels", 16), dim=dim,
                      ffn_dim=data.get("ffn_dim", 13824), freq_dim=data.get("freq_dim", 256),
@@ -244,6 +253,8 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, num_heads: int | Non
     layers = {int(m.group(1)) for key in state_dict if (m := _BLOCK_KEY.fullmatch(key))}
     i2v = "img_emb.proj.1.weight" in state_dict
     extra = {"model_type": "i2v", "image_dim": state_dict["img_emb.proj.1.weight"].shape[1]} if i2v else {}
+    if i2v and "img_emb.emb_pos" in state_dict:
+        extra.update(model_type="flf2v", flf_image_tokens=state_dict["img_emb.emb_pos"].shape[1])
     return DiTConfig(patch_size=patch_size, in_dim=patch.shape[1], out_dim=head.shape[0] // (
         patch_size[0] * patch_size[1] * patch_size[2]), dim=dim, ffn_dim=ffn.shape[0], freq_dim=time.shape[1],
         text_dim=text.shape[1], num_heads=num_heads, num_layers=max(layers) + 1,

@@ -9,6 +9,9 @@ Image-to-video knows frame 0; first-last-frame knows frames 0 and F - 1; continu
 The CLIP image features of the first known frame (257 tokens) are the DiT's image context. This is the released
 ``WanI2V.generate`` (and ``WanFLF2V``'s mask); with the released I2V model use ``I2V_SETTINGS`` (40 steps,
 shift 3 at 480p, 5 at 720p) and ``I2V_NEGATIVE_PROMPT``.
+With a first-last-frame DiT (``model_type`` ``flf2v``, the released FLF2V-14B) the image context is the CLIP tokens
+of both frames, first then last (2 x 257), as the released ``WanFLF2V.generate`` and diffusers'
+``WanImageToVideoPipeline`` with ``last_image`` give them; its conditions must then be first-last-frame ones.
 """
 from __future__ import annotations
 
@@ -139,7 +142,8 @@ class FrameCondition:
 
 
 class WanI2VPipeline(WanT2VPipeline):
-    """Image(s) + text -> video with an i2v Wan DiT, the Wan-VAE, a text encoder and a CLIP image encoder."""
+    """Image(s) + text -> video with an i2v (or flf2v) Wan DiT, the Wan-VAE, a text encoder and a CLIP image
+    encoder."""
 
     task = "i2v"
     default_negative_prompt = I2V_NEGATIVE_PROMPT
@@ -147,8 +151,15 @@ class WanI2VPipeline(WanT2VPipeline):
 
     def __init__(self, dit: torch.nn.Module, vae: WanVAE, text_encoder: TextEncoder, image_encoder: ImageEncoder,
                  **kwargs: Any) -> None:
+        if getattr(getattr(dit, "config", None), "model_type", None) == "flf2v":
+            self.task = "flf2v"  # the DiT model_type this pipeline drives: the first-last-frame one
         super().__init__(dit, vae, text_encoder, **kwargs)
         self.image_encoder = image_encoder
+
+    @property
+    def first_last_frame(self) -> bool:
+        """True with a first-last-frame (flf2v) DiT: the image context is both frames' CLIP tokens."""
+        return self.task == "flf2v"
 
     @classmethod
     def from_pretrained(cls, dit: str | Path, vae: str | Path, text_encoder: str | Path, *,
@@ -179,8 +190,18 @@ class WanI2VPipeline(WanT2VPipeline):
         return torch.stack(ys)
 
     def image_features(self, conditions: Sequence[FrameCondition]) -> torch.Tensor:
-        """CLIP tokens [B, N, D] of each condition's first known frame (at its own resolution)."""
-        features = [self.image_encoder.encode(cond.frames[:, 0][None].to(self.device)) for cond in conditions]
+        """CLIP tokens [B, N, D] of each condition's first known frame (at its own resolution); with an flf2v DiT
+        [B, 2N, D]: the first frame's tokens, then the last frame's (each condition must know exactly 2 frames)."""
+        if not self.first_last_frame:
+            features = [self.image_encoder.encode(cond.frames[:, 0][None].to(self.device)) for cond in conditions]
+            return torch.cat(features).to(self.device)
+        features = []
+        for number, cond in enumerate(conditions):
+            if cond.frames.shape[1] != 2:
+                raise ValueError(f"an flf2v DiT needs first-last-frame conditions (2 known frames; pass "
+                                 f"last_images), condition {number} has {cond.frames.shape[1]}")
+            pair = self.image_encoder.encode(cond.frames.transpose(0, 1).to(self.device))  # [2, N, D]
+            features.append(pair.reshape(1, -1, pair.shape[-1]))
         return torch.cat(features).to(self.device)
 
     def generate(self, prompts: str | Sequence[str], images: ImageLike | FrameCondition |
@@ -193,7 +214,8 @@ class WanI2VPipeline(WanT2VPipeline):
         ``FrameCondition``); ``last_images`` turns images into first-last-frame conditions.
 
         ``max_area``: size the video like the released I2V (the first image's aspect ratio at about this many
-        pixels) instead of ``height``/``width``. ``clip_features`` [B, N, D]: use these instead of encoding.
+        pixels) instead of ``height``/``width``. ``clip_features`` [B, N, D]: use these instead of encoding
+        (flf2v DiT: [B, 2N, D], first frame's tokens then last frame's).
         Other arguments as ``WanT2VPipeline.generate``.
         """
         prompts_ = validate_prompts(prompts)
