@@ -178,8 +178,10 @@ def _block_linear_names(config: DiTConfig, skip: tuple[str, ...] = ()) -> set[st
 def test_swap_replaces_exactly_the_block_linears(config_name):
     model = tiny_dit(config_name)
     linears_before = {name for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    keys_before = list(model.state_dict())
     expected = _block_linear_names(model.config)
     assert quantize_linears(model, "fp8-sim") == len(expected) == (24 if model.config.is_i2v else 20)
+    assert list(model.state_dict()) == keys_before  # checkpoints save as the plain model's
     swapped = {name for name, m in model.named_modules() if isinstance(m, FP8Linear)}
     assert swapped == expected
     untouched = {name for name, m in model.named_modules() if type(m) is nn.Linear}

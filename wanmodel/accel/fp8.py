@@ -24,7 +24,8 @@ torchao is not used (not required; ``torch._scaled_mm`` is the kernel torchao's 
 DiT's blocks (self- and cross-attention q/k/v/o, I2V's k_img/v_img, the FFN) and leaves everything else alone:
 the float32 time MLP and modulation (``FP32_PARAMETERS``), the patch/text/image embeddings and the head.
 ``mode="off"`` swaps the layers back to ``nn.Linear``. Quantise after casting the model (``set_dtype``): a later
-``model.to(dtype)`` would also cast the scale buffers.
+``model.to(dtype)`` would also cast the scale buffers. The e4m3 buffers are not in the state dict (it stays the
+plain model's, so checkpoints save and load unchanged); quantise after loading weights.
 
 ``set_attention_backend(model, name)`` switches the kernel of the model's one attention entry point
 (``WanDiT.attention_backend``; ``"sage"`` is SageAttention's 8-bit attention), checking it is installed.
@@ -129,8 +130,9 @@ class FP8Linear(nn.Module):
         self.weight = weight
         self.bias = bias
         q, scale = quantize_per_tensor(weight.detach())
-        self.register_buffer("weight_fp8", q)
-        self.register_buffer("weight_scale", scale)
+        # not in the state dict: a quantised model saves and loads as the plain one (quantise after loading)
+        self.register_buffer("weight_fp8", q, persistent=False)
+        self.register_buffer("weight_scale", scale, persistent=False)
         self.mode = _check_linear_mode(mode)
 
     @classmethod

@@ -1,0 +1,211 @@
+"""Memory modes (wanmodel.accel.offload): block offload gives the plain model's outputs bit for bit with its hooks
+in order and removable, model offload moves a model for one stage only, and the memory estimate's known parts."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from wanmodel.accel.offload import (
+    MEMORY_MODES,
+    BlockOffload,
+    enable_block_offload,
+    estimate_peak_memory,
+    memory_table,
+    on_device,
+)
+from wanmodel.models.dit import DiTConfig, WanDiT
+from wanmodel.models.random_init import randomize_
+from wanmodel.models.vae import FeatureCache, WanVAE
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(threads, 2))
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_dit(config: str = "tiny", seed: int = 0) -> WanDiT:
+    return randomize_(WanDiT(DiTConfig.named(config, num_layers=3)), seed).eval()
+
+
+def tiny_inputs(config: DiTConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    inputs = {"x": torch.randn(2, 16, 3, 4, 6, generator=generator), "timestep": torch.tensor([900.0, 250.0]),
+              "context": torch.randn(2, 7, config.text_dim, generator=generator)}
+    if config.is_i2v:
+        inputs["clip_fea"] = torch.randn(2, 5, config.image_dim, generator=generator)
+        inputs["y"] = torch.randn(2, config.in_dim - 16, 3, 4, 6, generator=generator)
+    return inputs
+
+
+def _expected_events(layers: int, prefetch: bool) -> list[tuple[str, int]]:
+    events: list[tuple[str, int]] = []
+    for index in range(layers):
+        if not prefetch or index == 0:
+            events.append(("fetch", index))
+        events.append(("enter", index))
+        if prefetch and index + 1 < layers:
+            events.append(("fetch", index + 1))
+        events.append(("release", index))
+    return events
+
+
+@pytest.mark.parametrize(("config_name", "prefetch"), [("tiny", True), ("tiny", False), ("tiny-i2v", True)])
+def test_block_offload_equals_the_plain_model_bitwise(config_name, prefetch):
+    model = tiny_dit(config_name)
+    inputs = tiny_inputs(model.config)
+    with torch.no_grad():
+        reference = model(**inputs)
+        with enable_block_offload(model, "cpu", prefetch=prefetch) as handle:
+            first = model(**inputs)
+            second = model(**inputs)
+    assert torch.equal(first, reference) and torch.equal(second, reference)
+    assert handle.events == 2 * _expected_events(3, prefetch)
+
+
+def test_blocks_run_on_copies_and_drop_them_after():
+    model = tiny_dit()
+    handle = enable_block_offload(model, "cpu")
+    stores = [slot.store.data_ptr() for slot in handle.slots[1]]
+    seen: dict[str, object] = {}
+
+    def inside(module: nn.Module, args: object) -> None:  # registered after the offload's own pre-hook
+        pointers = [tensor.data_ptr() for tensor in (*module.parameters(), *module.buffers())]
+        seen["inside"] = pointers
+        seen["next_pending"] = 2 in handle._pending
+
+    extra = model.blocks[1].register_forward_pre_hook(inside)
+    with torch.no_grad():
+        model(**tiny_inputs(model.config))
+    extra.remove()
+    after = [tensor.data_ptr() for tensor in (*model.blocks[1].parameters(), *model.blocks[1].buffers())]
+    assert len(seen["inside"]) == len(stores) > 0
+    assert not set(seen["inside"]) & set(stores)  # the block ran on fresh copies, not its CPU tensors
+    assert seen["next_pending"]  # and block 2's copy had started
+    assert sorted(after) == sorted(stores) and not handle._pending  # afterwards it points at its CPU tensors again
+    handle.remove()
+
+
+def test_hooks_are_removable_and_leave_the_model_plain():
+    model = tiny_dit()
+    inputs = tiny_inputs(model.config)
+    with torch.no_grad():
+        reference = model(**inputs)
+    handle = enable_block_offload(model, "cpu")
+    assert isinstance(handle, BlockOffload) and model._block_offload is handle
+    with pytest.raises(ValueError, match="already enabled"):
+        enable_block_offload(model, "cpu")
+    with pytest.raises(ValueError, match="block offload enabled"), on_device(model, "cpu"):
+        pass
+    handle.remove()
+    handle.remove()  # twice is fine
+    assert model._block_offload is None
+    assert all(not block._forward_pre_hooks and not block._forward_hooks for block in model.blocks)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs), reference)
+    assert handle.events == []  # nothing ran through the removed hooks
+    enable_block_offload(model, "cpu").remove()  # can be enabled again
+
+
+def test_release_runs_even_when_a_block_fails():
+    model = tiny_dit()
+    handle = enable_block_offload(model, "cpu")
+
+    def broken(*args: object) -> torch.Tensor:
+        raise ValueError("boom")
+
+    model.blocks[0].forward = broken
+    with pytest.raises(ValueError, match="boom"), torch.no_grad():
+        model(**tiny_inputs(model.config))
+    assert handle.events[-1] == ("release", 0)
+    handle.remove()
+
+
+def test_block_offload_needs_a_block_list():
+    with pytest.raises(ValueError, match="must be a non-empty ModuleList"):
+        enable_block_offload(nn.Linear(2, 2), "cpu")
+
+
+class _Recorder(nn.Linear):
+    """A linear layer that records the devices it is moved to."""
+
+    def __init__(self) -> None:
+        super().__init__(2, 2)
+        self.moves: list[torch.device] = []
+
+    def to(self, *args, **kwargs):
+        self.moves.append(torch.device(args[0]))
+        return super().to(*args, **kwargs)
+
+
+def test_on_device_moves_for_one_stage_and_back():
+    module = _Recorder()
+    with on_device(module, "cpu") as inside:
+        assert inside is module and module.moves == [torch.device("cpu")]
+    assert module.moves == [torch.device("cpu")] * 2
+
+    class Encoder:  # the text encoder wrappers hold the module as .model and their device as .device
+        def __init__(self) -> None:
+            self.model = _Recorder()
+            self.device = "home"
+
+    encoder = Encoder()
+    with pytest.raises(RuntimeError, match="inside"), on_device(encoder, "cpu"):
+        assert encoder.device == torch.device("cpu")
+        raise RuntimeError("inside")
+    assert encoder.device == "home" and len(encoder.model.moves) == 2  # moved back despite the error
+    with pytest.raises(TypeError, match="nn.Module"), on_device(object(), "cpu"):
+        pass
+
+
+def test_memory_estimate_of_the_1_3b_at_480p():
+    table = memory_table()
+    assert [estimate.mode for estimate in table] == list(MEMORY_MODES)
+    peaks = [estimate.peak_bytes for estimate in table]
+    assert peaks == sorted(peaks, reverse=True) and peaks[0] > peaks[-1]
+    low = table[-1]
+    assert low.terms["tokens"] == 21 * 30 * 52 == 32760
+    assert low.peak_gib < 8.0  # the issue's target, analytically
+    assert table[0].terms["text_encoder_weights"] == 2 * 5_680_000_000
+    assert table[0].stages["dit"] - table[1].stages["dit"] == table[0].terms["text_encoder_weights"]
+    assert low.terms["dit_streamed_weights"] < table[0].terms["dit_weights"] / 10
+    math_attention = estimate_peak_memory(attention="math")
+    assert math_attention.terms["attention_workspace"] == 2 * 2 * 12 * 32760**2 + 2 * 2 * 32760 * 1536
+    with pytest.raises(ValueError, match="unknown memory mode 'tiny'"):
+        estimate_peak_memory("tiny")
+    with pytest.raises(ValueError, match="unknown attention workspace"):
+        estimate_peak_memory(attention="xformers")
+    with pytest.raises(ValueError, match="1 \\+ 4k"):
+        estimate_peak_memory(frames=80)
+
+
+def test_memory_estimate_weights_equal_the_models_bytes():
+    """Known answer: the bf16-cast model's tensors (float32 modulation path kept) add up to the estimate."""
+    config = DiTConfig.named("tiny", num_layers=3)
+    model = WanDiT(config).set_dtype(torch.bfloat16)
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    block = sum(p.numel() * p.element_size() for p in model.blocks[0].parameters())
+    estimate = estimate_peak_memory(dit=config, dtype_bytes=2, vae="tiny", frames=9, height=32, width=48)
+    assert estimate.terms["dit_weights"] == total
+    assert estimate.terms["dit_streamed_weights"] == total - 3 * block + 2 * block
+    vae = WanVAE("tiny")
+    assert estimate_peak_memory(dit=config, vae="tiny", vae_dtype_bytes=4, frames=9, height=32, width=48
+                                ).terms["vae_weights"] == sum(p.numel() * 4 for p in vae.parameters())
+
+
+def test_vae_feature_cache_estimate_equals_the_decoders_cache():
+    """Known answer: after a few chunks every cache slot of a real chunked decode holds CACHE_T frames; their
+    bytes equal the estimate's feature-cache term."""
+    vae = WanVAE("tiny").eval()
+    latents = torch.randn(1, 16, 3, 4, 6, generator=torch.Generator().manual_seed(0))
+    cache = FeatureCache()
+    with torch.no_grad():
+        for index in range(3):
+            cache.start_chunk()
+            vae.decoder(latents[:, :, index:index + 1], cache)
+    held = sum(slot.numel() * slot.element_size() for slot in cache.slots if isinstance(slot, torch.Tensor))
+    estimate = estimate_peak_memory(dit="tiny", vae="tiny", vae_dtype_bytes=4, frames=9, height=32, width=48)
+    assert estimate.terms["vae_feature_cache"] == held
