@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from wanmodel.accel.fp8 import quantize_linears
 from wanmodel.accel.offload import (
     MEMORY_MODES,
     BlockOffload,
@@ -61,9 +62,24 @@ def test_block_offload_equals_the_plain_model_bitwise(config_name, prefetch):
         reference = model(**inputs)
         with enable_block_offload(model, "cpu", prefetch=prefetch) as handle:
             first = model(**inputs)
-            second = model(**inputs)
+            with torch.inference_mode():  # the swaps of .data work there too
+                second = model(**inputs)
     assert torch.equal(first, reference) and torch.equal(second, reference)
     assert handle.events == 2 * _expected_events(3, prefetch)
+
+
+def test_block_offload_carries_fp8_layers():
+    """FP8Linear's e4m3 buffers travel with its block: the offloaded fp8-sim model equals the resident one."""
+    model = tiny_dit()
+    assert quantize_linears(model, "fp8-sim") == 30
+    inputs = tiny_inputs(model.config)
+    with torch.no_grad():
+        reference = model(**inputs)
+        with enable_block_offload(model, "cpu") as handle:
+            offloaded = model(**inputs)
+    assert torch.equal(offloaded, reference)
+    names = {slot.name for slot in handle.slots[0]}
+    assert {"weight_fp8", "weight_scale", "weight", "bias", "modulation"} <= names
 
 
 def test_blocks_run_on_copies_and_drop_them_after():
