@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import importlib.util
 import json
@@ -58,6 +59,7 @@ from perf.measure import (
 from perf.vae import REPO_ROOT
 from wanmodel.models.dit import DiTConfig, WanDiT
 from wanmodel.models.dit_adapters import config_to_diffusers, to_diffusers_state_dict
+from wanmodel.models.flops import IMAGE_TOKENS, dit_forward_flops
 from wanmodel.models.random_init import randomize_
 
 PEAK_TFLOPS = 790.0  # bf16 dense matmul on the lent H100 (shared/notes/ENVIRONMENT.md)
@@ -105,24 +107,14 @@ def num_tokens(config: DiTConfig, grid: tuple[int, int, int]) -> int:
     return math.prod(size // patch for size, patch in zip(grid, config.patch_size))
 
 
-def forward_flops(config: DiTConfig, grid: tuple[int, int, int], *, batch: int = 1, text_len: int = 512,
-                  image_tokens: int = 257) -> int:
-    """Matmul FLOPs (2 per multiply-add) of one forward: linears, convolutions and attention matmuls."""
-    patch = math.prod(config.patch_size)
-    tokens = num_tokens(config, grid)
-    dim, ffn = config.dim, config.ffn_dim
-    total = 2 * tokens * config.in_dim * patch * dim  # patch embedding
-    total += 2 * text_len * (config.text_dim * dim + dim * dim)  # text MLP
-    total += 2 * (config.freq_dim * dim + dim * dim + dim * 6 * dim)  # time MLP
-    block = 2 * tokens * dim * dim * 4 + 4 * tokens * tokens * dim  # self-attention: q k v o, QK^T and PV
-    block += 2 * tokens * dim * dim * 2 + 2 * text_len * dim * dim * 2 + 4 * tokens * text_len * dim  # cross
-    block += 2 * tokens * dim * ffn * 2  # MLP
-    if config.is_i2v:
-        total += 2 * image_tokens * (config.image_dim ** 2 + config.image_dim * dim)
-        block += 2 * image_tokens * dim * dim * 2 + 4 * tokens * image_tokens * dim
-    total += config.num_layers * block
-    total += 2 * tokens * dim * patch * config.out_dim  # head
-    return batch * total
+def forward_flops(config: DiTConfig, grid: tuple[int, int, int], *, batch: int = 1,
+                  text_len: int | None = None) -> int:
+    """Matmul FLOPs (2 per multiply-add) of one forward of ``batch`` samples on the latent ``grid``: the model
+    core's one count (``wanmodel.models.flops.dit_forward_flops``), with ``text_len`` text tokens (default: the
+    config's, which the model pads to)."""
+    if text_len is not None:
+        config = dataclasses.replace(config, text_len=text_len)
+    return batch * dit_forward_flops(config, (config.in_dim, *grid))
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -166,7 +158,8 @@ def make_inputs(case: Case, seed: int = 0) -> dict[str, torch.Tensor]:
         "context": torch.randn(case.batch, case.text_tokens, config.text_dim, generator=generator),
     }
     if config.is_i2v:
-        inputs["clip_fea"] = torch.randn(case.batch, 257, config.image_dim, generator=generator)
+        inputs["clip_fea"] = torch.randn(case.batch, config.image_tokens or IMAGE_TOKENS, config.image_dim,
+                                        generator=generator)
         inputs["y"] = torch.randn(case.batch, config.in_dim - 16, *case.latent_grid, generator=generator)
     return {key: value.to(device=case.device, dtype=dtype if key != "timestep" else torch.float32)
             for key, value in inputs.items()}

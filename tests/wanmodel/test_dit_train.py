@@ -251,7 +251,8 @@ def test_fsdp_on_two_ray_train_workers_matches_one_process(tmp_path: Path) -> No
 
 
 # ------------------------------------------------------------------------------------------------- FLOP count
-@pytest.mark.parametrize("name,shape", [("tiny", (16, 2, 4, 6)), ("tiny-i2v", (16, 3, 8, 8))])
+@pytest.mark.parametrize("name,shape", [("tiny", (16, 2, 4, 6)), ("tiny-i2v", (16, 3, 8, 8)),
+                                        ("tiny-flf2v", (16, 3, 8, 8))])
 def test_flop_count_equals_torch_flop_counter(name: str, shape: tuple[int, int, int, int]) -> None:
     """The analytic count equals what torch's FlopCounterMode counts in a forward pass (math attention)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -261,7 +262,8 @@ def test_flop_count_equals_torch_flop_counter(name: str, shape: tuple[int, int, 
     from wanmodel.train.metrics import dit_forward_flops
 
     model = WanDiT(name, attention_backend="sdpa")
-    cond = {"clip_fea": torch.randn(1, 257, 1280), "y": torch.randn(1, 20, *shape[1:])} \
+    image_tokens = model.config.image_tokens or 257  # flf2v: both frames' tokens
+    cond = {"clip_fea": torch.randn(1, image_tokens, 1280), "y": torch.randn(1, 20, *shape[1:])} \
         if model.config.is_i2v else {}
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(torch.randn(1, *shape), torch.tensor([500.0]), torch.randn(1, 5, TEXT_DIM), **cond)

@@ -18,36 +18,11 @@ from typing import Any
 
 import torch
 
+from wanmodel.models.flops import dit_forward_flops
+
 __all__ = ["MetricsWriter", "dit_forward_flops", "dit_train_flops", "peak_flops_per_device", "peak_memory_bytes"]
 
 H100_BF16_DENSE = 790e12  # measured bf16 dense matmul ceiling on the lent H100 (notes/ENVIRONMENT.md)
-IMAGE_TOKENS = 257  # CLIP ViT-H/14 tokens of the I2V image context
-
-
-def dit_forward_flops(config: Any, latent_shape: tuple[int, int, int, int], attention: bool = True) -> int:
-    """FLOPs of one sample's forward pass through a ``WanDiT`` of ``config`` on latents [C, F, H, W]
-    (``attention=False``: without the attention products ``QK^T`` and ``AV``, i.e. the weight matmuls only)."""
-    c = config
-    pt, ph, pw = c.patch_size
-    _, f, h, w = latent_shape
-    tokens = (f // pt) * (h // ph) * (w // pw)
-    d, text = c.dim, c.text_len
-    patch = pt * ph * pw
-    flops = 2 * tokens * c.in_dim * patch * d  # patch embedding
-    flops += 2 * text * (c.text_dim * d + d * d)  # text MLP
-    flops += 2 * (c.freq_dim * d + d * d) + 2 * d * 6 * d  # time MLP and projection (once per sample)
-    a = 1 if attention else 0
-    block = 2 * tokens * 4 * d * d + a * 2 * 2 * tokens * tokens * d  # self-attention: q, k, v, o; QK^T and AV
-    block += 2 * tokens * 2 * d * d + 2 * text * 2 * d * d + a * 2 * 2 * tokens * text * d  # cross-attention
-    block += 2 * 2 * tokens * d * c.ffn_dim  # MLP
-    if c.is_i2v:
-        block += 2 * IMAGE_TOKENS * 2 * d * d + a * 2 * 2 * tokens * IMAGE_TOKENS * d
-        flops += 2 * IMAGE_TOKENS * (c.image_dim * c.image_dim + c.image_dim * d)
-    flops += c.num_layers * block
-    flops += 2 * tokens * d * c.out_dim * patch  # head
-    return int(flops)
-
-
 def dit_train_flops(config: Any, latent_shape: tuple[int, int, int, int]) -> int:
     """Model FLOPs of one sample's training step: forward + backward (2x forward)."""
     return 3 * dit_forward_flops(config, latent_shape)
