@@ -11,10 +11,16 @@
 #   4. vae             perf.vae: Wan-VAE encode/decode, bf16, 17 and 81 frames of 480x832, ours only
 #   5. train           perf.train: plain-loop training step of the 1.3B at 480p x 81 (AdamW, bf16 autocast,
 #                      activation checkpointing through parallelize_dit): tokens/s, samples/s, peak memory, MFU
-#   6. curation_models perf.curation_models CLIP ViT-L/14 images/s, only where open_clip is installed (the lent
+#   6. sampling        perf.sampling: the 1.3B at 480p x 81 frames x 50 steps (random weights, bf16, CFG), each mode
+#                      timed over its first 3 steps and extrapolated to 50 (step time = mean after the first step):
+#                      plain, fp8, sage (where installed), block offload, combined (cache preset + FP8 + sage),
+#                      combined-lowmem (+ block offload); per-step and per-video time, speed-up, peak memory. No
+#                      diffusers on the box (a torch Euler solver stands in for its schedulers), so no diffusers
+#                      ratio and no quality guard here: those come from the CPU runs of perf.sampling.
+#   7. curation_models perf.curation_models CLIP ViT-L/14 images/s, only where open_clip is installed (the lent
 #                      box has no open_clip: skipped). Not here: perf.captioner (needs vLLM or its .venv-vllm and
 #                      a 7B-shape model build of minutes) and context-parallel attention (meaningless on 1 GPU).
-#   7. summary         perf.gpu_summary: one JSON (DIR/gpu.json) of every figure with its unit, its ceiling
+#   8. summary         perf.gpu_summary: one JSON (DIR/gpu.json) of every figure with its unit, its ceiling
 #                      from step 1 of the same run and the ratio; a table on stdout.
 # Only torch, einops and safetensors are needed (no Ray, Lance, diffusers, open_clip, vLLM).
 #
@@ -23,13 +29,17 @@
 #   >= 0.36 s at the peak, ~0.8 s at 45%. A training step = 3 x forward = 0.85 PFLOP of model FLOPs, 1.13 PFLOP
 #   executed with checkpointing's recomputed forward: ~3 s at 45%.
 #   - gpu_info: 50 x 8192^3 bf16 matmuls (1.1 TFLOP each) + 2 GiB copies: ~10 s + start-up.
-#   - dit_sdpa: model build and randomisation on the host (~30 s), 4 forwards + 2 for memory (~5 s), 4 train
-#     calls + rebuild + 2 for memory (~30 s): ~70 s; timeout 170 s. (An out-of-memory is recorded, not fatal.)
+#   - dit_sdpa: model build and randomisation on the host (~30 s), 3 forwards + 2 for memory (~5 s), 3 train
+#     calls + rebuild + 2 for memory (~25 s): ~65 s (repeat 2, was 3, to make room for sampling); timeout 170 s. (An out-of-memory is recorded, not fatal.)
 #   - vae: ~5 MFLOP encode, ~8.4 MFLOP decode per pixel per frame (torch FlopCounterMode on the wan2.1 preset),
 #     so 81x480x832 is ~0.16 PFLOP encode, ~0.27 PFLOP decode: seconds each; 2 clips x 2 ops x (warm-up +
 #     2 timed + memory 2) calls: ~60 s; timeout 150 s.
 #   - train: model built on the GPU, 2 warm-up + 5 timed steps of ~3 s: ~40 s; timeout 150 s.
-#   Expected in all ~4 min; the timeouts are further capped by a whole-script budget of 460 s (smoke: 240 s, for
+#   - sampling: 50 steps x 2 CFG passes x ~0.8 s = ~80 s for ONE plain video, too long for six modes, so each mode
+#     runs 3 steps (batch 2 with CFG: ~1.6 s each, ~5 s) and is extrapolated: host build and randomisation of the
+#     1.3B (~30 s), per mode a copy cast and moved (~5 s) + 3 steps; the Wan-VAE decode of 81x480x832 (~5-10 s)
+#     only for plain and the offload modes (the others reuse plain's): ~110 s; timeout 150 s.
+#   Expected in all ~6 min; the timeouts are further capped by a whole-script budget of 460 s (smoke: 240 s, for
 #   a busy CI machine), so the script ends within 8 minutes even when steps hang. On a lent GPU, the `run`
 #   tool's command "bash perf/gpu.sh --out $OUT" with timeout_s 500.
 #
@@ -92,16 +102,18 @@ if [ "$SMOKE" = 1 ]; then
   VAE=(--preset tiny --size 32 --short 1 --long 5 --repeat 1 --no-memory)
   TRAIN=(--config tiny "${SIZE[@]}" --steps 2 --warmup 1 --ray-workers 0)
   CURATION=(--models tiny --batch-sizes 2 --images 4 --skip-ocr)
+  SAMPLING=(--shape tiny --steps 4 --prompts 1 --timed-steps 2 --modes plain,fp8-sim,offload,combined,combined-lowmem)
 else
   if [ "$cuda" != 1 ]; then
     echo "gpu.sh: torch sees no GPU; use --smoke for the CPU check" >&2; exit 2
   fi
   DEVICE=cuda; BUDGET=460
   SIZE=(--frames 81 --height 480 --width 832)
-  DIT=(--config 1.3B "${SIZE[@]}" --dtype bf16 --repeat 3)
+  DIT=(--config 1.3B "${SIZE[@]}" --dtype bf16 --repeat 2)
   VAE=(--preset wan2.1 --size 480x832 --short 17 --long 81 --repeat 2)
   TRAIN=(--config 1.3B "${SIZE[@]}" --steps 5 --warmup 2)
   CURATION=(--models vit-l-14 --batch-sizes 32,128 --images 256 --skip-ocr)
+  SAMPLING=(--shape 1.3B --prompts 1 --timed-steps 3 --no-warmup --modes plain,fp8,sage,offload,combined,combined-lowmem)
 fi
 SUMMARY_RESERVE=20  # seconds kept for the summary
 
@@ -147,6 +159,7 @@ done
 run_step vae 150 "$PY" -m perf.vae --device "$DEVICE" --dtype bfloat16 "${VAE[@]}" --no-reference \
   --out "$OUT/vae.json"
 run_step train 150 "$PY" -m perf.train --device "$DEVICE" "${TRAIN[@]}" --out "$OUT/train.json"
+run_step sampling 150 "$PY" -m perf.sampling --device "$DEVICE" "${SAMPLING[@]}" --no-reference --out "$OUT"
 if [ "$curation" = 1 ]; then
   run_step curation_models 60 "$PY" -m perf.curation_models --device "$DEVICE" "${CURATION[@]}" \
     --out "$OUT/curation_models.json"

@@ -3,7 +3,7 @@
     python -m perf.gpu_summary --dir DIR [--smoke 0|1] [--seconds N]
 
 Reads what the steps left in DIR (``steps.tsv``, ``gpu_info.json``, ``dit_*.json``, ``vae.json``, ``train.json``,
-``curation_models.json``) and writes ``DIR/gpu.json``:
+``sampling.json``, ``curation_models.json``) and writes ``DIR/gpu.json``:
 
 - ``ceilings``: measured in the same run by ``perf.gpu_info`` (matmul TFLOP/s, memory-copy GB/s) and the device's
   memory; ``nominal``: the figures measured on the lent H100 before (790 TFLOP/s bf16).
@@ -124,6 +124,23 @@ def collect_train(out: Collector, result: dict[str, Any]) -> None:
             out.add("train", f"train.{key}", case.get(key), unit)
 
 
+def collect_sampling(out: Collector, result: dict[str, Any], memory: bool) -> None:
+    """Per mode that ran: per-step and per-video time, speed-up over plain, peak memory (not in the smoke: a CPU
+    RSS delta at tiny sizes can be 0). A mode that is not available here is no figure; one that failed is missing."""
+    for row in result["cases"]:
+        prefix = f"sampling.{row['mode']}"
+        if not row["available"]:
+            if row.get("failed"):
+                out.lack("sampling", prefix, row["reason"])
+            continue
+        out.add("sampling", f"{prefix}.step_s", row.get("step_s"), "s")
+        out.add("sampling", f"{prefix}.video_s", row.get("video_s"), "s")
+        if row["mode"] != "plain":
+            out.add("sampling", f"{prefix}.speedup", row.get("speedup"), "x")
+        if memory:
+            out.add("sampling", f"{prefix}.peak_mb", row.get("peak_mb"), "MB")
+
+
 def collect_curation(out: Collector, result: dict[str, Any]) -> None:
     for row in result["rows"]:
         out.add("curation_models", f"curation.{row['model']}.b{row['batch_size']}.images_per_s",
@@ -151,6 +168,8 @@ def collect(directory: Path, steps: list[dict[str, Any]], smoke: bool) -> Collec
             collect_vae(out, result, memory=not smoke)
         elif step == "train":
             collect_train(out, result)
+        elif step == "sampling":
+            collect_sampling(out, result, memory=not smoke)
         elif step == "curation_models":
             collect_curation(out, result)
     return out

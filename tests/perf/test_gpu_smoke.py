@@ -51,6 +51,9 @@ SMOKE_FIGURES = {
     *(f"vae.{clip}.{op}.{kind}" for clip in ("short", "long") for op in ("encode", "decode")
       for kind in ("s", "frames_per_s")),
     *(f"train.{key}" for key in ("step_s", "tokens_per_s", "samples_per_s", "model_tflops", "peak_mb")),
+    *(f"sampling.{mode}.{kind}" for mode in ("plain", "fp8-sim", "offload", "combined", "combined-lowmem")
+      for kind in ("step_s", "video_s")),
+    *(f"sampling.{mode}.speedup" for mode in ("fp8-sim", "offload", "combined", "combined-lowmem")),
 }
 
 
@@ -103,8 +106,8 @@ def test_smoke_writes_every_figure(smoke: tuple[subprocess.CompletedProcess, Pat
     assert rates and all(figure["ceiling"] == measured for figure in rates)  # rated against this run's ceiling
     statuses = {step["step"]: step["status"] for step in summary["steps"]}
     assert statuses == {"gpu_info": "ok", "dit_sdpa": "ok", "dit_flash": "skipped", "dit_sage": "skipped",
-                        "vae": "ok", "train": "ok", "curation_models": "skipped"}
-    for name in ("gpu_info", "dit_sdpa", "vae", "train"):  # each benchmark's own JSON beside the summary
+                        "vae": "ok", "train": "ok", "sampling": "ok", "curation_models": "skipped"}
+    for name in ("gpu_info", "dit_sdpa", "vae", "train", "sampling"):  # each benchmark's own JSON beside the summary
         assert json.loads((out / f"{name}.json").read_text())
     assert "matmul_tflops" in done.stdout and "train.tokens_per_s" in done.stdout  # the table
 
