@@ -30,6 +30,7 @@ from pydantic import Field
 
 from curation.jobconfig import Strict, apply_overrides, load_yaml_config, read_yaml
 from curation.lake import Lake
+from jobs.toy_bench import RUNS, BenchSection, bench_text, run_toy_bench
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 REFERENCE_MODEL_ID = "reference"
@@ -53,6 +54,7 @@ class ToyWorldConfig(Strict):
     val_sigmas: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
     val_seed: int = 1234
     sample: SampleSection = Field(default_factory=SampleSection)
+    bench: BenchSection = Field(default_factory=BenchSection)
 
 
 def load_toy_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ToyWorldConfig:
@@ -74,6 +76,7 @@ class ToyFigures:
     latent_rate_untrained: float  # nearest training clip has the prompt's colour
     latent_rate_trained: float
     timings: dict[str, float] = field(default_factory=dict)
+    bench: dict[str, Any] | None = None  # jobs.toy_bench.run_toy_bench's result
 
     @property
     def val_ratio(self) -> float:
@@ -418,7 +421,20 @@ def run_toy_world(out: str, lake: str, labels: pa.Table, config: str | None = No
     _timed(timings, "encode", encode_step, cfg, paths, vae)
     tcfg, trained = _timed(timings, "dit", train_dit_step, cfg, paths)
     untrained = untrained_model(tcfg, paths.root / "dit" / "untrained")
-    return _timed(timings, "figures", figures_step, cfg, paths, captions, vae, untrained, trained, timings)
+    figures = _timed(timings, "figures", figures_step, cfg, paths, captions, vae, untrained, trained, timings)
+    if cfg.bench.enabled:
+        figures.bench = _timed(timings, "bench", bench_step, cfg, paths, Path(out).resolve() / "bench",
+                               figures.colours, vae, untrained, trained)
+        print(bench_text(figures.bench))
+    return figures
+
+
+def bench_step(cfg: ToyWorldConfig, paths: ToyPaths, report: Path, colours: list[str], vae: str, untrained: str,
+               trained: str) -> dict[str, Any]:
+    """Both models sampled with the figures' prompts and seeds into the lake's ``samples``, scored by Wan-Bench
+    (``jobs.toy_bench``) and compared in ``report``."""
+    return run_toy_bench(paths.lake, report, dict(zip(RUNS, (untrained, trained))), vae, str(paths.models / "umt5"),
+                         [f"a {c} scene" for c in colours], cfg.sample.seeds, cfg.sample, cfg.bench)
 
 
 def figures_step(cfg: ToyWorldConfig, paths: ToyPaths, captions: dict[str, tuple[str, str, str]], vae: str,

@@ -55,6 +55,21 @@ def test_reference_caption_names_the_rendered_scene_colour(corpus) -> None:
     assert reference_caption(video)[0].endswith("that stays still")
 
 
+def test_prompt_colour_dimension_scores_the_share_of_frames_with_the_prompts_colour() -> None:
+    from bench.dimensions import DIMENSIONS
+    from bench.dimensions.base import BenchVideo
+    from jobs.toy_bench import PromptColour
+
+    assert DIMENSIONS["prompt_colour"] is PromptColour
+    frames = np.stack([_solid((200, 30, 30)), _solid((200, 30, 30)), _solid((30, 200, 30)), _solid((30, 30, 200))])
+    dim = PromptColour()
+    assert dim.score(BenchVideo(frames, 8.0, "a red scene")).score == pytest.approx(0.5)
+    assert dim.score(BenchVideo(frames, 8.0, "a green scene")).score == pytest.approx(0.25)
+    assert dim.score(BenchVideo(frames, 8.0, "a yellow scene")).score == 0.0
+    with pytest.raises(ValueError, match="naming one of"):
+        dim.score(BenchVideo(frames, 8.0, "a scene"))
+
+
 def test_holdout_split_is_disjoint_and_complete() -> None:
     ids = [f"c{i:02d}" for i in range(12)]
     train, held = split_holdout(list(reversed(ids)), 4)
