@@ -126,3 +126,29 @@ def test_smoke_exact_modes_are_exact_and_diffusers_agrees(smoke: dict) -> None:
     assert reference["latent_mse"] < 1e-9 and reference["psnr_db"] > 90
     assert reference["dit_passes"] == 8 and reference["vs_diffusers_step"] == 1.0
     assert 30 < rows["plain-bf16"]["psnr_db"] < math.inf  # bf16 deviates, a little
+
+
+def test_compare_to_exact_on_a_tiny_pipeline() -> None:
+    """The pipeline-level helper: the exact run against itself is exact; a bf16 copy of the DiT deviates a little
+    (finite PSNR above 30 dB, the level perf.sampling measures for plain-bf16)."""
+    import copy
+
+    from perf.sampling_modes import HashedText
+    from wanmodel.accel.quality import compare_to_exact
+    from wanmodel.models.dit import WanDiT
+    from wanmodel.models.random_init import randomize_
+    from wanmodel.models.vae import WanVAE
+    from wanmodel.pipelines.t2v import WanT2VPipeline
+    from wanmodel.pipelines.tiny import tiny_dit_config
+
+    dit = randomize_(WanDiT(tiny_dit_config()), 3).eval()
+    vae = randomize_(WanVAE("tiny"), 4).eval()
+    pipeline = WanT2VPipeline(dit, vae, HashedText(dit.config.text_dim))
+    settings = {"height": 32, "width": 32, "num_frames": 5, "num_steps": 3, "guidance_scale": 4.0,
+                "solver": "euler", "negative_prompt": ""}
+    prompts, seeds = ["a corgi", "a fox"], [1, 2]
+    same = compare_to_exact(pipeline, prompts, seeds, **settings)
+    assert same.latent_mse == 0.0 and same.psnr_db == math.inf and len(same.per_sample) == 2
+    half = WanT2VPipeline(copy.deepcopy(dit).set_dtype(torch.bfloat16), vae, HashedText(dit.config.text_dim))
+    report = compare_to_exact(pipeline, prompts, seeds, fast_pipeline=half, **settings)
+    assert 0.0 < report.latent_mse and 30.0 < report.psnr_db < math.inf
