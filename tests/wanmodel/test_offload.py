@@ -207,6 +207,13 @@ def test_memory_estimate_weights_equal_the_models_bytes():
     estimate = estimate_peak_memory(dit=config, dtype_bytes=2, vae="tiny", frames=9, height=32, width=48)
     assert estimate.terms["dit_weights"] == total
     assert estimate.terms["dit_streamed_weights"] == total - 3 * block + 2 * block
+    for release in (False, True):
+        quantized = WanDiT(config).set_dtype(torch.bfloat16)
+        quantize_linears(quantized, "fp8", release_weights=release)
+        held = sum(t.numel() * t.element_size() for t in (*quantized.parameters(), *quantized.buffers()))
+        fp8 = estimate_peak_memory(dit=config, fp8=True, fp8_release_weights=release, vae="tiny", frames=9,
+                                   height=32, width=48)
+        assert fp8.terms["dit_weights"] == held
     vae = WanVAE("tiny")
     assert estimate_peak_memory(dit=config, vae="tiny", vae_dtype_bytes=4, frames=9, height=32, width=48
                                 ).terms["vae_weights"] == sum(p.numel() * 4 for p in vae.parameters())

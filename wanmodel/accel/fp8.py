@@ -17,7 +17,8 @@ parameters, plus the e4m3 weight and its scale as buffers). Its ``mode``:
   with bf16 weights, else the input dtype).
 - ``"fp8-sim"``: quantise and dequantise activations and weight, then matmul in float32 (autocast off). It runs
   anywhere and gives the FP8 path's quantisation error (not its speed), so CPU tests can measure it.
-The original weight is kept so the fallback stays exact; an FP8-capable GPU therefore holds both copies.
+The original weight is kept so the fallback stays exact; on an FP8 GPU ``release_weight`` (``quantize_linears(...,
+release_weights=True)``) drops it to save its memory, and the fallback then uses the dequantised e4m3 weight.
 torchao is not used (not required; ``torch._scaled_mm`` is the kernel torchao's float8 linear calls too).
 
 ``quantize_linears(model, mode)`` is the one linear-layer swap: it replaces the ``nn.Linear`` layers inside the
@@ -141,8 +142,27 @@ class FP8Linear(nn.Module):
             raise TypeError(f"FP8Linear.from_linear takes an nn.Linear, got {type(linear).__name__}")
         return cls(linear.weight, linear.bias, mode)
 
+    @property
+    def weight_released(self) -> bool:
+        """Whether ``release_weight`` dropped the original weight."""
+        return "weight" in self._buffers
+
+    def release_weight(self) -> None:
+        """Drop the original weight, keeping only the e4m3 copy and its scale (saves 2 bytes per weight in bf16;
+        for GPUs that run the FP8 kernel). ``weight`` becomes an empty tensor of the old dtype and device (the
+        model reads the compute dtype from it); the fallback then multiplies by the dequantised weight, so it
+        is no longer bit-identical to the plain layer, and the layer can no longer be turned back into one."""
+        if self.weight_released:
+            return
+        marker = torch.empty(0, dtype=self.weight.dtype, device=self.weight.device)
+        del self.weight
+        self.register_buffer("weight", marker, persistent=False)
+
     def to_linear(self) -> nn.Linear:
-        """The plain layer back, on the same parameters."""
+        """The plain layer back, on the same parameters (not after ``release_weight``)."""
+        if self.weight_released:
+            raise ValueError("this FP8Linear released its original weight (release_weight); it cannot be turned "
+                             "back into an nn.Linear")
         with torch.device("meta"):
             linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
         linear.weight = self.weight
@@ -159,6 +179,9 @@ class FP8Linear(nn.Module):
         if self.uses_fp8_kernel(x):
             out_dtype = _plain_dtype(x, self.weight)
             return fp8_linear(x, self.weight_fp8, self.weight_scale, self.bias).to(out_dtype)
+        if self.weight_released:
+            return F.linear(x, dequantize(self.weight_fp8.to(E4M3), self.weight_scale.float(), self.weight.dtype),
+                            self.bias)
         return F.linear(x, self.weight, self.bias)
 
     def _simulated(self, x: torch.Tensor) -> torch.Tensor:
@@ -171,7 +194,7 @@ class FP8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, " \
-               f"bias={self.bias is not None}, mode={self.mode!r}"
+               f"bias={self.bias is not None}, mode={self.mode!r}, weight_released={self.weight_released}"
 
 
 # ------------------------------------------------------------------------------------------------- swaps
@@ -190,18 +213,27 @@ def _set_child(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def quantize_linears(model: nn.Module, mode: str = "fp8", skip: Iterable[str] = ()) -> int:
+def quantize_linears(model: nn.Module, mode: str = "fp8", skip: Iterable[str] = (), *,
+                     release_weights: bool = False) -> int:
     """The one linear-layer swap: turn the DiT blocks' ``nn.Linear`` layers into ``FP8Linear`` (``"fp8"``,
     ``"fp8-sim"``; an existing ``FP8Linear`` just changes mode) or back to ``nn.Linear`` (``"off"``).
 
     Only layers whose qualified name contains ``"blocks."`` are touched, never the float32 time/modulation
     layers (``FP32_PARAMETERS``), nor names containing any substring in ``skip`` (e.g. ``("cross_attn.",)``).
-    Returns how many layers were swapped or changed mode."""
+    ``release_weights`` also drops the original weights of the FP8 layers (``FP8Linear.release_weight``: for an
+    FP8 GPU, where only the e4m3 copy is used; the swap can then not be undone). Returns how many layers were
+    swapped or changed mode."""
     if mode not in FP8_MODES:
         raise ValueError(f"unknown FP8 mode {mode!r}; choose from {FP8_MODES}")
     if isinstance(skip, str):
         raise TypeError(f"skip takes an iterable of name substrings, got the string {skip!r}; use ({skip!r},)")
     skip = tuple(skip)
+    if mode == "off":
+        released = [name for name, module in model.named_modules()
+                    if isinstance(module, FP8Linear) and module.weight_released and _swappable(name, skip)]
+        if released:
+            raise ValueError(f"{len(released)} FP8 layers ({released[0]}, ...) released their original weights; "
+                             f"mode 'off' cannot restore them")
     count = 0
     for name, module in list(model.named_modules()):
         if not _swappable(name, skip):
@@ -214,8 +246,11 @@ def quantize_linears(model: nn.Module, mode: str = "fp8", skip: Iterable[str] = 
                 module.mode = mode
                 count += 1
         elif type(module) is nn.Linear and mode != "off":
-            _set_child(model, name, FP8Linear.from_linear(module, mode))
+            module = FP8Linear.from_linear(module, mode)
+            _set_child(model, name, module)
             count += 1
+        if release_weights and isinstance(module, FP8Linear) and mode != "off":
+            module.release_weight()
     return count
 
 

@@ -232,15 +232,18 @@ class MemoryEstimate:
 
 
 @cache
-def _dit_weight_bytes(config: DiTConfig, dtype_bytes: int, fp8: bool) -> tuple[int, int]:
+def _dit_weight_bytes(config: DiTConfig, dtype_bytes: int, fp8: bool, released: bool = False) -> tuple[int, int]:
     """(bytes outside the blocks, bytes of one block): ``FP32_PARAMETERS`` at 4 bytes, the rest at
-    ``dtype_bytes``; ``fp8`` adds one byte per block-linear weight (the e4m3 copy; the original stays)."""
+    ``dtype_bytes``; ``fp8`` adds one byte per block-linear weight (the e4m3 copy) and its float32 scale,
+    ``released`` (with ``fp8``) drops the original block-linear weights (``release_weights``)."""
     model = WanDiT.from_config(config, device="meta")
     rest, block = 0, 0
     for name, param in model.named_parameters():
         size = param.numel() * (4 if any(part in name for part in FP32_PARAMETERS) else dtype_bytes)
         if name.startswith("blocks.0."):
-            block += size + (param.numel() if fp8 and param.ndim == 2 else 0)
+            if fp8 and param.ndim == 2:  # a block linear's weight: its e4m3 copy and float32 scale, the original
+                size = (0 if released else size) + param.numel() + 4
+            block += size
         elif not name.startswith("blocks."):
             rest += size
     return rest, block
@@ -314,14 +317,16 @@ def _vae_weight_bytes(config: VAEConfig, dtype_bytes: int) -> int:
 
 def estimate_peak_memory(mode: str = "block-offload", *, dit: DiTConfig | str = "1.3B", vae: VAEConfig | str = "wan2.1",
                          frames: int = 81, height: int = 480, width: int = 832, dtype_bytes: int = 2,
-                         vae_dtype_bytes: int = 2, cfg_batch: int = 2, fp8: bool = False, attention: str = "flash",
+                         vae_dtype_bytes: int = 2, cfg_batch: int = 2, fp8: bool = False,
+                         fp8_release_weights: bool = False, attention: str = "flash",
                          text_encoder_params: int = UMT5_XXL_ENCODER_PARAMS) -> MemoryEstimate:
     """Peak device memory of sampling one video under ``mode`` (one of ``MEMORY_MODES``, each adding to the last):
     - ``resident``: text encoder, DiT and VAE all on the device throughout;
     - ``text-cpu``: the text encoder on the CPU (``text_device="cpu"``);
     - ``model-offload``: also the DiT and VAE on the device only during their stage (``on_device``);
     - ``block-offload``: also the DiT's blocks streamed (``enable_block_offload``: two blocks resident).
-    ``cfg_batch`` 2 is conditional and unconditional passes in one DiT call (the pipelines' default)."""
+    ``cfg_batch`` 2 is conditional and unconditional passes in one DiT call (the pipelines' default); ``fp8``
+    adds the blocks' e4m3 weights, ``fp8_release_weights`` drops their originals (``quantize_linears``)."""
     if mode not in MEMORY_MODES:
         raise ValueError(f"unknown memory mode {mode!r}; choose from {MEMORY_MODES}")
     config = DiTConfig.named(dit) if isinstance(dit, str) else dit
@@ -332,7 +337,7 @@ def estimate_peak_memory(mode: str = "block-offload", *, dit: DiTConfig | str = 
     pt, ph, pw = config.patch_size
     tokens = (latent_frames // pt) * (height // vae_config.spatial_factor // ph) * \
         (width // vae_config.spatial_factor // pw)
-    rest, block = _dit_weight_bytes(config, dtype_bytes, fp8)
+    rest, block = _dit_weight_bytes(config, dtype_bytes, fp8, fp8 and fp8_release_weights)
     terms = {"text_encoder_weights": text_encoder_params * dtype_bytes,
              "dit_weights": rest + config.num_layers * block, "dit_streamed_weights": rest + 2 * block,
              "vae_weights": _vae_weight_bytes(vae_config, vae_dtype_bytes), "tokens": tokens,
