@@ -11,16 +11,22 @@ Every argument of ``wan sample`` (its parser, ``wanmodel.cli_sample.build_parser
 blocks' weights over all ranks). ``torch.distributed`` starts from torchrun's environment (``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``): NCCL when ``--device`` is CUDA (each rank on
 ``cuda:LOCAL_RANK``), gloo on CPU. Without torchrun it is one process and ``wan sample`` itself. Every rank loads
-the models and runs the same denoising loop; only rank 0 decodes and writes ``--out``.
+the models and runs the same denoising loop; only rank 0 decodes and writes ``--out``. ``--ray N`` runs the N
+ranks as Ray Train workers instead (``TorchTrainer``: the embedded local Ray, or ``--ray-address``), one GPU each
+with ``--device cuda``.
+
+    python -m wanmodel.parallel.sample_launch --ray 8 --ulysses 8 --device cuda --dtype bfloat16 ...
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
+import math
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     layout.add_argument("--cfg-parallel", type=int, default=1, choices=[1, 2],
                         help="2: conditional and unconditional passes on different ranks")
     layout.add_argument("--fsdp", action="store_true", help="shard the DiT blocks' weights over all ranks")
+    ray = parser.add_argument_group("Ray (instead of torchrun)")
+    ray.add_argument("--ray", type=int, metavar="N", help="run N ranks as Ray Train workers (TorchTrainer)")
+    ray.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else the embedded local Ray)")
+    ray.add_argument("--ray-cpus-per-worker", type=float, default=1.0)
     return parser
 
 
@@ -61,9 +71,9 @@ def _init_distributed(args: argparse.Namespace) -> str:
 
     cuda = str(args.device).startswith("cuda")
     if cuda:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        args.device = f"cuda:{local_rank}"
-        torch.cuda.set_device(local_rank)
+        if not dist.is_initialized():  # torchrun: one GPU per local rank (Ray Train sets args.device itself)
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(torch.device(args.device))
         if args.text_device and str(args.text_device).startswith("cuda"):
             args.text_device = args.device
     if not dist.is_initialized():
@@ -140,6 +150,58 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     return summary
 
 
+PATH_ARGUMENTS = ("out", "tiny_dir", "prompts_file", "dit", "vae", "text_encoder", "tokenizer", "image_encoder",
+                  "video_prefix", "image", "last_image", "rewrite_model")
+
+
+def _absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with every path absolute (Ray workers do not run in this directory)."""
+    def absolute(value: Any) -> Any:
+        if isinstance(value, list):
+            return [absolute(v) for v in value]
+        return str(Path(value).expanduser().resolve()) if value else value
+
+    return argparse.Namespace(**{k: absolute(v) if k in PATH_ARGUMENTS else v for k, v in vars(args).items()})
+
+
+def _ray_worker(config: dict[str, Any]) -> None:
+    """One rank under Ray Train: the process group is up (gloo on CPU, NCCL with GPUs); sample like torchrun's."""
+    import ray.train.torch
+
+    args = argparse.Namespace(**config["args"])
+    if str(args.device).startswith("cuda"):
+        args.device = str(ray.train.torch.get_device())
+    run(args)
+
+
+def run_on_ray(args: argparse.Namespace) -> dict[str, Any]:
+    """``args.ray`` ranks as Ray Train ``TorchTrainer`` workers; returns rank 0's summary (``samples.json``)."""
+    import json
+    import shutil
+    import tempfile
+
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from curation.ray_runtime import ensure_ray
+
+    layout_of(args).dims(args.ray)  # a bad layout fails before Ray starts
+    args = _absolute_paths(args)
+    use_gpu = str(args.device).startswith("cuda")
+    ensure_ray(args.ray_address, num_cpus=math.ceil(args.ray * args.ray_cpus_per_worker) + 1)
+    storage = tempfile.mkdtemp(prefix="wan-sample-ray-")  # Ray Train's run folder: nothing of it is kept
+    try:
+        trainer = TorchTrainer(
+            _ray_worker, train_loop_config={"args": {**vars(args), "ray": None}},
+            scaling_config=ScalingConfig(num_workers=args.ray, use_gpu=use_gpu, resources_per_worker={
+                "CPU": args.ray_cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
+            run_config=RunConfig(name="wan-sample", storage_path=storage))
+        trainer.fit()
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+    return json.loads((Path(args.out) / "samples.json").read_text())
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     """Command-line entry point (``python -m wanmodel.parallel.sample_launch``, under torchrun for N ranks)."""
     import torch.distributed as dist
@@ -149,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if args.random_tiny and (args.dit or args.vae or args.text_encoder):
         parser.error("--random-tiny and --dit/--vae/--text-encoder are exclusive")
     try:
-        return run(args)
+        return run_on_ray(args) if args.ray else run(args)
     except (FileNotFoundError, ValueError) as error:  # ParallelConfigError is a ValueError
         parser.exit(2, f"error: {error}\n")
     finally:
