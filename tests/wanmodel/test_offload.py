@@ -5,11 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from wanmodel.accel.fp8 import quantize_linears
 from wanmodel.accel.offload import (
     MEMORY_MODES,
     BlockOffload,
+    _dit_activation_bytes,
     enable_block_offload,
     estimate_peak_memory,
     memory_table,
@@ -232,3 +236,65 @@ def test_vae_feature_cache_estimate_equals_the_decoders_cache():
     held = sum(slot.numel() * slot.element_size() for slot in cache.slots if isinstance(slot, torch.Tensor))
     estimate = estimate_peak_memory(dit="tiny", vae="tiny", vae_dtype_bytes=4, frames=9, height=32, width=48)
     assert estimate.terms["vae_feature_cache"] == held
+
+
+class PeakLiveBytes(TorchDispatchMode):
+    """Peak bytes of the tensors created inside the mode that are alive at once (each storage once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                self.live.setdefault(storage._cdata, (StorageWeakRef(storage), storage.nbytes()))
+        self.live = {key: entry for key, entry in self.live.items() if not entry[0].expired()}
+        self.peak = max(self.peak, sum(size for _, size in self.live.values()))
+        return out
+
+
+def test_block_activation_estimate_matches_a_measured_block():
+    """The estimate's one-block activation term against the live bytes of a real bf16 block (FFN 6x wide like
+    the 1.3B's, 4096 tokens, CFG batch 2), its float32 input included: within 10 % (measured 36.5 nd bytes)."""
+    config = DiTConfig(dim=128, ffn_dim=768, num_heads=2, num_layers=1, text_dim=32, text_len=16)
+    model = randomize_(WanDiT(config), 0).eval().set_dtype(torch.bfloat16)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 4, 64, 64, generator=generator)
+    with torch.no_grad():
+        tokens, grid = model.patchify(x)
+        _, e0 = model.time_embed(torch.tensor([900.0, 100.0]))
+        context = model.embed_text(torch.randn(2, 7, 32, generator=generator))
+        rope = model.rope.get(grid, tokens.device)
+        tracker = PeakLiveBytes()
+        with tracker:
+            model.blocks[0](tokens, e0, context, None, rope, "sdpa")
+    measured = tracker.peak + tokens.numel() * tokens.element_size()
+    estimate = _dit_activation_bytes(config, tokens.shape[1], 2, 2, False, "flash")["dit_block_activations"]
+    assert 0.9 * measured <= estimate <= 1.1 * measured
+
+
+def test_vae_decode_estimate_matches_a_measured_chunk():
+    """Cache + workspace against the live bytes of a real steady-state decode chunk (the previous chunk's cache
+    counted from the start, freed as it is replaced): within 10 % above (measured 1.03x)."""
+    vae = WanVAE("tiny").eval()
+    latents = torch.randn(1, 16, 3, 8, 12, generator=torch.Generator().manual_seed(0))
+    cache = FeatureCache()
+    tracker = PeakLiveBytes()
+    with torch.no_grad():
+        for index in range(2):
+            cache.start_chunk()
+            vae.decoder(latents[:, :, index:index + 1], cache)
+        for slot in cache.slots:
+            if isinstance(slot, torch.Tensor):
+                storage = slot.untyped_storage()
+                tracker.live[storage._cdata] = (StorageWeakRef(storage), storage.nbytes())
+        with tracker:
+            cache.start_chunk()
+            vae.decoder(latents[:, :, 2:3], cache)
+    terms = estimate_peak_memory(dit="tiny", vae="tiny", vae_dtype_bytes=4, frames=9, height=64, width=96).terms
+    estimate = terms["vae_feature_cache"] + terms["vae_workspace"]
+    assert tracker.peak <= estimate <= 1.1 * tracker.peak
