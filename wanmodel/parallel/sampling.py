@@ -7,9 +7,9 @@ Layout (``sampling_dims``): ``world = cfg x ring x ulysses``. The context-parall
 (``wanmodel.pipelines.common.denoise``) batches the conditional and unconditional passes into one call of 2B, so
 with ``cfg = 2`` group 0 computes the conditional half and group 1 the unconditional one; ``BatchParallel`` takes
 this group's part of every batch-dim input and all-gathers the outputs, so the loop is unchanged and every rank ends
-with the same latents. ``fsdp=True`` shards the blocks' weights over all ranks (FSDP2 ``fully_shard``, ``shard_blocks``), for
-models whose weights do not fit one device (the 14B); each block's parameters are gathered for its forward and
-freed after it.
+with the same latents. ``fsdp=True`` shards the blocks' weights over all ranks (FSDP2 ``fully_shard``,
+``shard_blocks``), for models whose weights do not fit one device (the 14B); each block's parameters are gathered
+for its forward and freed after it.
 
 Conventions: ``torch.distributed`` is initialised by the caller (``sample_launch`` does it from torchrun's
 environment); nothing here decodes or writes: only rank 0 should (``is_leader``). Only torch is imported eagerly.
