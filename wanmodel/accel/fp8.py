@@ -151,7 +151,8 @@ class FP8Linear(nn.Module):
         """Drop the original weight, keeping only the e4m3 copy and its scale (saves 2 bytes per weight in bf16;
         for GPUs that run the FP8 kernel). ``weight`` becomes an empty tensor of the old dtype and device (the
         model reads the compute dtype from it); the fallback then multiplies by the dequantised weight, so it
-        is no longer bit-identical to the plain layer, and the layer can no longer be turned back into one."""
+        is no longer bit-identical to the plain layer, the layer can no longer be turned back into one, and its
+        state dict lacks the weight (save checkpoints before releasing)."""
         if self.weight_released:
             return
         marker = torch.empty(0, dtype=self.weight.dtype, device=self.weight.device)
