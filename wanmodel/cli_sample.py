@@ -6,6 +6,7 @@
     wan sample --task i2v --image first.png [--last-image last.png] --prompt "..." --image-encoder clip.pth ...
     wan sample --task i2v --video-prefix start.mp4 --prompt "..." ...        # video continuation
     wan sample --random-tiny --prompt "a cat" --out out/tiny                  # tiny random weights: plumbing only
+    wan sample --cache magcache-fast ...                                      # diffusion cache preset (see below)
 
 Weights load from local paths only (``--dit``: our, official or diffusers folder; ``--vae``: any ``load_vae``
 input; ``--text-encoder``: a UMT5EncoderModel folder or the official .pth with ``--tokenizer``). ``--random-tiny``
@@ -13,6 +14,9 @@ builds tiny random models instead (``--tiny-dir``); their samples are noise. Uns
 released defaults of the task (T2V: 480x832, 81 frames, 50 UniPC steps, guidance 5, shift 5; I2V: 40 steps,
 shift 3), except that ``--random-tiny`` defaults to 64x64, 9 frames, 8 steps. Each sample is written as
 ``<out>/<index>-seed<seed>.mp4`` (``.png`` for t2i) and listed with its prompt and settings in ``<out>/samples.json``.
+``--cache PRESET`` samples with a diffusion cache (``wanmodel.accel.cache``: ``off``, ``attention``, ``cfg``,
+``magcache-fast``, ``magcache-slow``, ``combined``); what it computed (DiT calls, passes, speed-up in passes) goes
+into ``samples.json`` under ``cache``.
 """
 from __future__ import annotations
 
@@ -94,6 +98,11 @@ def _pipeline(args: argparse.Namespace):
 def sample(args: argparse.Namespace) -> dict[str, Any]:
     """Run the sampling an argparse namespace describes; returns the summary written to samples.json."""
     prompts = _read_prompts(args.prompt, args.prompts_file)
+    step_cache = None
+    if args.cache:  # a bad preset name fails before any model loads
+        from wanmodel.accel.cache import build_cache
+
+        step_cache = build_cache(args.cache)
     height, width = _parse_size(args.size)
     settings = {"height": height, "width": width, "num_frames": args.frames, "num_steps": args.steps,
                 "guidance_scale": args.guidance, "shift": args.shift, "solver": args.solver,
@@ -127,6 +136,8 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError("--task i2v needs --image PATH (first frame) or --video-prefix VIDEO")
         if args.max_area:
             kwargs["max_area"] = args.max_area
+    if step_cache is not None:
+        kwargs["cache"] = step_cache
     start = time.perf_counter()
     result = pipeline.generate(prompts, progress=_progress if args.verbose else None, **kwargs)
     wall = time.perf_counter() - start
@@ -146,6 +157,10 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
         print(f"wrote {path}  (seed {seed}) {prompt[:60]!r}")
     summary = {"task": args.task, "settings": result.settings.to_dict(), "random_tiny": bool(args.random_tiny),
                "wall_s": wall, "samples": entries}
+    if step_cache is not None:
+        summary["cache"] = {"preset": args.cache, **step_cache.stats.to_dict()}
+        print(f"cache {args.cache}: {step_cache.stats.computed_passes}/{step_cache.stats.exact_passes} DiT passes "
+              f"({step_cache.stats.speedup:.2f}x fewer), {step_cache.stats.dit_calls} DiT calls")
     (out / "samples.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     if args.random_tiny:
         print("warning: --random-tiny: random weights, the samples are noise (plumbing check only)")
@@ -190,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--fps", type=int)
     opts.add_argument("--seed", type=int, nargs="+", default=[0], help="one seed for all prompts, or one each")
     opts.add_argument("--negative-prompt", help="default: the released (Chinese) negative prompt; '' for none")
+    opts.add_argument("--cache", metavar="PRESET",
+                      help="diffusion cache preset: off, attention, cfg, magcache-fast, magcache-slow, combined")
     run = parser.add_argument_group("runtime")
     run.add_argument("--device", default="cpu")
     run.add_argument("--dtype", default="float32", choices=sorted(DTYPES))

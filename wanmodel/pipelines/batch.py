@@ -90,6 +90,7 @@ class SampleJobConfig(BaseModel):
     torch_threads: int | None = Field(None, ge=1)
     commit_every: int = Field(4, ge=1)
     limit: int | None = Field(None, ge=1)  # at most this many new samples this run
+    cache: str | None = None  # diffusion-cache preset (wanmodel.accel.cache); None samples exactly
 
     @model_validator(mode="after")
     def _check(self) -> SampleJobConfig:
@@ -101,6 +102,10 @@ class SampleJobConfig(BaseModel):
         if not self.seeds or any(s < 0 for s in self.seeds):
             raise ValueError(f"seeds: need at least one seed, all >= 0; got {self.seeds}")
         self.settings()  # a bad sampling key or value is an error now
+        if self.cache is not None:
+            from wanmodel.accel.cache_config import cache_preset
+
+            cache_preset(self.cache)  # an unknown preset is an error now
         if self.rewrite is not None:
             from wanmodel.text.rewrite import RewriteSettings
 
@@ -138,7 +143,8 @@ def load_sample_config(path: str | Path, overrides: dict[str, Any] | None = None
 def _sample_id(cfg: SampleJobConfig, prompt: str, negative: str | None, seed: int, condition: str | None) -> str:
     blob = json.dumps({"task": cfg.task, "prompt": prompt, "negative_prompt": negative, "seed": seed,
                        "condition_uri": condition, "settings": cfg.settings().to_dict(),
-                       "model": cfg.models.identity(cfg.task), "rewrite": cfg.rewrite}, sort_keys=True,
+                       "model": cfg.models.identity(cfg.task), "rewrite": cfg.rewrite,
+                       **({"cache": cfg.cache} if cfg.cache is not None else {})}, sort_keys=True,
                       ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
@@ -293,6 +299,8 @@ def _generate(pipeline, cfg: SampleJobConfig, items: list[dict[str, Any]]) -> li
                               "negative_prompt": [item["negative_prompt"] for item in items]}
     if cfg.task == "i2v":
         kwargs["images"] = [_read_image(item["condition_uri"]) for item in items]
+    if cfg.cache is not None:
+        kwargs["cache"] = cfg.cache
     result = pipeline.generate([item["prompt"] for item in items], **kwargs)
     wall = (time.perf_counter() - start) / len(items)
     fps = result.settings.fps

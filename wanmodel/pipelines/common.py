@@ -212,12 +212,15 @@ def denoise(
     y: torch.Tensor | None = None,
     dit_dtype: torch.dtype | None = None,
     progress: Callable[[int, int], None] | None = None,
+    cache: Any = None,
 ) -> torch.Tensor:
     """Run the solver from ``latents`` (the noise, float32 [B, 16, T, h, w]) to the clean latents.
 
     ``context`` / ``negative_context``: per-sample text embeddings [L_i, D]; with ``guidance_scale > 1`` both
     passes go through the DiT as one batch of 2B. ``clip_fea`` [B, N, D_img] and ``y`` [B, 20, T, h, w] are the
     I2V conditions (shared by both passes). Scheduler arithmetic stays float32; the DiT runs in ``dit_dtype``.
+    ``cache``: a diffusion-cache preset name, ``CacheConfig`` or ``StepCache`` (``wanmodel.accel.cache``) that
+    decides per step what the DiT computes; None runs every pass of every step.
     """
     batch = latents.shape[0]
     guided = settings.guidance_scale > 1.0
@@ -238,6 +241,8 @@ def denoise(
     scheduler = prepare_scheduler(settings.solver, settings.num_steps, settings.shift, spacing=settings.spacing,
                                   device=device)
     latents = latents.float()
+    if cache is not None:
+        return _denoise_cached(cache, dit, latents, text, extra, settings, scheduler, dit_dtype, progress)
     with torch.no_grad():
         for index, t in enumerate(scheduler.timesteps):
             model_input = latents.to(dit_dtype)
@@ -251,6 +256,28 @@ def denoise(
             latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
             if progress is not None:
                 progress(index + 1, len(scheduler.timesteps))
+    return latents
+
+
+def _denoise_cached(cache: Any, dit: torch.nn.Module, latents: torch.Tensor, text: torch.Tensor,
+                    extra: dict[str, torch.Tensor], settings: SamplingSettings, scheduler: Any,
+                    dit_dtype: torch.dtype, progress: Callable[[int, int], None] | None) -> torch.Tensor:
+    """``denoise``'s loop with a ``StepCache`` choosing each step's guided velocity."""
+    from wanmodel.accel.cache import DiTPasses, build_cache
+
+    step_cache = build_cache(cache)
+    runner = DiTPasses(dit, text, extra, latents.shape[0], settings.guidance_scale, dit_dtype)
+    total = len(scheduler.timesteps)
+    step_cache.begin(runner, total)
+    try:
+        with torch.no_grad():
+            for index, t in enumerate(scheduler.timesteps):
+                velocity = step_cache.velocity(index, t, latents)
+                latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
+                if progress is not None:
+                    progress(index + 1, total)
+    finally:
+        step_cache.end()
     return latents
 
 

@@ -209,7 +209,8 @@ class WanI2VPipeline(WanT2VPipeline):
                  seed: int | Sequence[int] | None = 0, negative_prompt: str | Sequence[str] | None = None,
                  latents: torch.Tensor | None = None, max_area: int | None = None,
                  clip_features: torch.Tensor | None = None, keep_decoded: bool = False,
-                 progress: Callable[[int, int], None] | None = None, **settings: Any) -> GenerationResult:
+                 progress: Callable[[int, int], None] | None = None, cache: Any = None,
+                 **settings: Any) -> GenerationResult:
         """Videos for ``prompts`` conditioned on ``images`` (one per prompt: an image -> first frame, or a
         ``FrameCondition``); ``last_images`` turns images into first-last-frame conditions.
 
@@ -246,7 +247,7 @@ class WanI2VPipeline(WanT2VPipeline):
             clip = clip_features.to(self.device)
         context, negative_context = self.encode_text(used, negative if settings_.guidance_scale > 1 else None)
         result = denoise(self.dit, noise, context, negative_context, settings_, clip_fea=clip, y=y,
-                         progress=progress)
+                         progress=progress, cache=cache)
         return self._finish(result, prompts_, used, seeds, settings_, keep_decoded)
 
     __call__ = generate

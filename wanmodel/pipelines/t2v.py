@@ -134,14 +134,16 @@ class WanT2VPipeline:
     def generate(self, prompts: str | Sequence[str], *, seed: int | Sequence[int] | None = 0,
                  negative_prompt: str | Sequence[str] | None = None, latents: torch.Tensor | None = None,
                  keep_decoded: bool = False, progress: Callable[[int, int], None] | None = None,
-                 **settings: Any) -> GenerationResult:
+                 cache: Any = None, **settings: Any) -> GenerationResult:
         """Videos for ``prompts`` (one per prompt, all in one batch).
 
         ``seed``: one int for every prompt, one per prompt, or None (random, reported in the result).
         ``negative_prompt``: default the released Chinese negative prompt; "" for none. ``latents``: start from
         these [B, 16, T, h, w] instead of seeded noise. ``settings``: any ``SamplingSettings`` field (height,
         width, num_frames, num_steps, guidance_scale, shift, solver, spacing, fps). ``keep_decoded``: also return
-        the float video (before uint8 rounding).
+        the float video (before uint8 rounding). ``cache``: a diffusion-cache preset name (``off``, ``attention``,
+        ``cfg``, ``magcache-fast``, ``magcache-slow``, ``combined``), ``CacheConfig`` or ``StepCache``
+        (``wanmodel.accel.cache``); None samples exactly.
         """
         settings_ = self.settings(**settings)
         prompts_, used = self.prepare_prompts(prompts)
@@ -149,7 +151,7 @@ class WanT2VPipeline:
         negative = resolve_negative_prompts(negative_prompt, len(prompts_), self.negative_prompt)
         noise = self._noise(latents, seeds, settings_)
         context, negative_context = self.encode_text(used, negative if settings_.guidance_scale > 1 else None)
-        result = denoise(self.dit, noise, context, negative_context, settings_, progress=progress)
+        result = denoise(self.dit, noise, context, negative_context, settings_, progress=progress, cache=cache)
         return self._finish(result, prompts_, used, seeds, settings_, keep_decoded)
 
     __call__ = generate

@@ -1,0 +1,55 @@
+"""Fast, low-memory sampling (report section 4.4), applied to a model and its denoising loop from outside.
+
+Modules:
+- ``cache`` (with ``cache_config``, ``cache_tune`` and the ``cache_presets.json`` presets): diffusion caches, i.e.
+  the attention cache, the CFG cache with FasterCache-style residual compensation and MagCache step skipping, as one
+  ``StepCache`` per run that ``denoise(..., cache=)`` drives; MagCache calibration and preset tuning.
+- ``fp8``: FP8 linear layers and 8-bit attention.
+- ``offload``: memory modes (text encoder on CPU, model and block offload).
+
+Everything here runs with torch alone (the GPU box has nothing else); other packages are imported lazily.
+"""
+from wanmodel.accel.cache import (
+    CacheStats,
+    DiffusionCache,
+    DiTPasses,
+    StepCache,
+    build_cache,
+)
+from wanmodel.accel.cache_config import (
+    AttentionCacheConfig,
+    CacheConfig,
+    CFGCacheConfig,
+    MagCacheConfig,
+    cache_preset,
+    load_presets,
+    preset_names,
+)
+from wanmodel.accel.cache_tune import (
+    CacheTrial,
+    calibrate_magcache,
+    evaluate_caches,
+    tune_cache,
+)
+from wanmodel.accel.fp8 import (
+    FP8_MODES,
+    FP8Linear,
+    quantize_linears,
+    set_attention_backend,
+)
+from wanmodel.accel.offload import (
+    MEMORY_MODES,
+    BlockOffload,
+    MemoryEstimate,
+    enable_block_offload,
+    estimate_peak_memory,
+    memory_table,
+    on_device,
+)
+
+__all__ = ["AttentionCacheConfig", "CFGCacheConfig", "CacheConfig", "CacheStats", "CacheTrial", "DiTPasses",
+           "DiffusionCache", "MagCacheConfig", "StepCache", "build_cache", "cache_preset", "calibrate_magcache",
+           "evaluate_caches", "load_presets", "preset_names", "tune_cache"]
+__all__ += ["FP8_MODES", "FP8Linear", "quantize_linears", "set_attention_backend"]  # fp8
+__all__ += ["MEMORY_MODES", "BlockOffload", "MemoryEstimate", "enable_block_offload", "estimate_peak_memory",
+            "memory_table", "on_device"]  # offload
