@@ -171,3 +171,24 @@ def test_throughput_counts_flops_with_perf_dit() -> None:
     plain = throughput(TrainCase(config="tiny", layers=None, frames=5, height=32, width=32, batch=2,
                                  activation_checkpointing=False), {"step_s": 0.5}, peak_tflops=100.0)
     assert plain["hfu"] == pytest.approx(plain["mfu"])
+
+
+def test_summary_sampling_rows(tmp_path: Path) -> None:
+    """perf.sampling's rows: a mode that is not installed is no figure and not missing; one whose run failed (an
+    out-of-memory) is missing; plain has no speed-up figure; the peak memory of each mode is a figure."""
+    (tmp_path / "steps.tsv").write_text("step\tstatus\trc\tseconds\tnote\nsampling\tok\t0\t9\tlogs/sampling.log\n")
+    cases = [{"mode": "plain", "available": True, "step_s": 0.5, "video_s": 30.0, "peak_mb": 9000.0},
+             {"mode": "fp8", "available": True, "step_s": 0.25, "video_s": 15.0, "speedup": 2.0, "peak_mb": 8000.0},
+             {"mode": "sage", "available": False, "failed": False, "reason": "SageAttention not installed"},
+             {"mode": "offload", "available": False, "failed": True, "reason": "OutOfMemoryError: CUDA"}]
+    (tmp_path / "sampling.json").write_text(json.dumps({"cases": cases}))
+    done = subprocess.run([sys.executable, "-m", "perf.gpu_summary", "--dir", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1  # the failed mode
+    summary = json.loads((tmp_path / "gpu.json").read_text())
+    assert summary["missing"] == [{"step": "sampling", "name": "sampling.offload", "reason": "OutOfMemoryError: CUDA"}]
+    figures = {figure["name"]: figure for figure in summary["figures"]}
+    assert set(figures) == {"sampling.plain.step_s", "sampling.plain.video_s", "sampling.plain.peak_mb",
+                            "sampling.fp8.step_s", "sampling.fp8.video_s", "sampling.fp8.speedup",
+                            "sampling.fp8.peak_mb"}
+    assert figures["sampling.fp8.speedup"]["value"] == 2.0 and figures["sampling.fp8.speedup"]["ceiling"] is None
