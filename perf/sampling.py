@@ -10,8 +10,8 @@ one run.
              [--bench-dims] [--no-reference] [--modes a,b,...] [--repeat N] [--no-warmup] [--threads N]
 
 The toy table (issue 14): the demo's trained toy DiT at its own sampling settings,
-    python -m perf.sampling --dit out/demo/toy/dit/export/ours --vae out/demo/toy/vae/step_000120 \
-        --text-encoder out/demo/toy/models/umt5 --prompt-set toy --prompts 6 --frames 1 --height 32 --width 32 \
+    python -m perf.sampling --dit out/demo/toy/dit/export/ours --vae out/demo/toy/vae/step_000120 \\
+        --text-encoder out/demo/toy/models/umt5 --prompt-set toy --prompts 6 --frames 1 --height 32 --width 32 \\
         --steps 20 --solver euler --shift 1 --guidance 1
 or, without a demo run, ``--train-toy`` (the tiny DiT trained here on planted latents).
 
