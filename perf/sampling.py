@@ -13,7 +13,8 @@ The toy table (issue 14): the demo's trained toy DiT at its own sampling setting
     python -m perf.sampling --dit out/demo/toy/dit/export/ours --vae out/demo/toy/vae/step_000120 \\
         --text-encoder out/demo/toy/models/umt5 --prompt-set toy --prompts 6 --frames 1 --height 32 --width 32 \\
         --steps 20 --solver euler --shift 1 --guidance 1
-or, without a demo run, ``--train-toy`` (the tiny DiT trained here on planted latents).
+(the VAE folder is the step that ``toy/vae/latest`` names) or, without a demo run, ``--train-toy`` (the tiny DiT
+trained here on planted latents).
 
 - Shapes (``SHAPES``): ``tiny`` (tiny DiT and VAE, 9 frames of 32x48, seconds), ``1.3B-few-layers`` (the 1.3B's
   width with 2 blocks, 5 frames of 64x64, CPU) and ``1.3B`` (480p x 81 frames x 50 steps, the Wan2.1 VAE; a GPU).
