@@ -11,6 +11,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -140,3 +141,40 @@ def _with_ratios(item: dict[str, Any], ratios: list[float]) -> dict[str, Any]:
         return item
     magcache = {k: v for k, v in item["magcache"].items() if k != "calibration"}
     return {**item, "magcache": {**magcache, "ratios": ratios}}
+
+
+# The validation set and settings ``cache_presets.json`` was tuned on (``python -m wanmodel.accel.cache_tune``).
+TINY_PROMPTS = ["a corgi surfing a wave at sunset", "a red fox walking through fresh snow in a quiet forest",
+                "close-up of rain drops on a window, city lights in the background"]
+TINY_SETTINGS = {"height": 32, "width": 48, "num_frames": 9, "num_steps": 20, "guidance_scale": 5.0, "shift": 5.0}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Re-tune the stored presets on the tiny random model (seed 0) and write them to ``--out`` (default: print)."""
+    import argparse
+    import json
+
+    from wanmodel.accel.cache_config import PRESETS_FILE
+    from wanmodel.pipelines.t2v import WanT2VPipeline
+    from wanmodel.pipelines.tiny import build_tiny_models
+
+    parser = argparse.ArgumentParser(prog="python -m wanmodel.accel.cache_tune", description=main.__doc__)
+    parser.add_argument("--tiny-dir", default="out/tiny_models")
+    parser.add_argument("--out", help="presets file to write (e.g. wanmodel/accel/cache_presets.json)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    paths = build_tiny_models(args.tiny_dir, "t2v")
+    pipeline = WanT2VPipeline.from_pretrained(paths.dit, paths.vae, paths.text_encoder)
+    tuned = tune_presets(pipeline, TINY_PROMPTS, calibration="tiny", seed=[0, 1, 2], **TINY_SETTINGS)
+    current = json.loads(PRESETS_FILE.read_text(encoding="utf-8"))
+    data = {"chosen_on": current["chosen_on"], "note": current["note"], **tuned}
+    text = json.dumps(data, indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        print(text)
+    return data
+
+
+if __name__ == "__main__":
+    main()
