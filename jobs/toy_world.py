@@ -232,6 +232,27 @@ def encode_step(cfg: ToyWorldConfig, paths: ToyPaths, vae: str) -> None:
               f"now ({summary.ok} ok, {summary.failed} failed), the rest cached before")
 
 
+def empty_prompt_key(cfg: ToyWorldConfig, paths: ToyPaths, vae: str) -> str:
+    """The empty prompt's row in the training lake's ``text_embeddings`` (written once, by the encode job's own
+    umT5 actor class and key): what caption dropout trains on and classifier-free guidance samples with."""
+    from curation.lake.driver import LakeJob
+    from wanmodel.data.encode import load_encode_config
+    from wanmodel.data.encode_models import EmbedSettings, TextEncoder
+    from wanmodel.data.tensor_bytes import text_key
+
+    enc = load_encode_config(cfg.encode_config, _step_overrides(
+        cfg, "encode", {"lake": paths.lake, "vae": vae, "random_tiny": str(paths.models)}))
+    vae_path, text_path, tokenizer = enc.model_paths()
+    encoder_id = enc.ids(vae_path, text_path)[1]
+    key = text_key(encoder_id, "")
+    job = LakeJob(Lake(paths.lake), "encode_text_empty", ["text_embeddings"], commit_every=1)
+    if key not in job.done():
+        settings = EmbedSettings(text_path, tokenizer, encoder_id, enc.text_len, enc.store_dtype, False)
+        job.add({"text_embeddings": TextEncoder(settings).embed_rows([{"text_key": key, "text": ""}])}, items=1)
+    job.finish(1, inputs=["captions"])
+    return key
+
+
 def train_config(cfg: ToyWorldConfig, paths: ToyPaths, **extra: Any) -> Any:
     from wanmodel.train.dit_config import load_dit_train_config
 
@@ -241,12 +262,13 @@ def train_config(cfg: ToyWorldConfig, paths: ToyPaths, **extra: Any) -> Any:
     return load_dit_train_config(cfg.train_config, _step_overrides(cfg, "train", {**base, **extra}))
 
 
-def train_dit_step(cfg: ToyWorldConfig, paths: ToyPaths) -> tuple[Any, str]:
+def train_dit_step(cfg: ToyWorldConfig, paths: ToyPaths, vae: str) -> tuple[Any, str]:
     """The tiny DiT on the training caches; returns (its config, the exported ``ours`` folder)."""
     from wanmodel.train.dit import train_dit, train_dit_ray
 
-    tcfg = train_config(cfg, paths)
+    tcfg = train_config(cfg, paths, empty_text_key=empty_prompt_key(cfg, paths, vae))
     print(f"[toy] DiT: {tcfg.steps} steps of {tcfg.global_batch_size} on stage '{tcfg.stage}', "
+          f"caption dropout {tcfg.caption_dropout:g}, "
           + ("Ray Train" if tcfg.ray else "in this process (no Ray start-up on a 2-core machine)"))
     result = train_dit_ray(tcfg) if tcfg.ray else train_dit(tcfg)
     losses = [v for v in result.losses.values() if np.isfinite(v)]
@@ -344,7 +366,7 @@ def sample_images(dit_path: str, vae: str, text_encoder: str, prompts: list[str]
     for seed in s.seeds:
         result = pipe.generate(prompts, seed=[seed] * len(prompts), height=s.size, width=s.size, num_frames=1,
                                num_steps=s.num_steps, guidance_scale=s.guidance_scale, shift=s.shift,
-                               solver=s.solver)
+                               solver=s.solver, negative_prompt="")  # the empty prompt, as caption dropout
         for p, img, lat in zip(prompts, result.images, result.latents):
             out.images[(p, seed)] = img
             out.latents[(p, seed)] = lat.flatten(1).mean(1).numpy()
@@ -419,7 +441,7 @@ def run_toy_world(out: str, lake: str, labels: pa.Table, config: str | None = No
     vae = _timed(timings, "vae", train_vae_step, cfg, paths)
     print(f"[toy] VAE: trained briefly, checkpoint {vae}")
     _timed(timings, "encode", encode_step, cfg, paths, vae)
-    tcfg, trained = _timed(timings, "dit", train_dit_step, cfg, paths)
+    tcfg, trained = _timed(timings, "dit", train_dit_step, cfg, paths, vae)
     untrained = untrained_model(tcfg, paths.root / "dit" / "untrained")
     figures = _timed(timings, "figures", figures_step, cfg, paths, captions, vae, untrained, trained, timings)
     if cfg.bench.enabled:

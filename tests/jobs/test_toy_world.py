@@ -106,3 +106,40 @@ def test_toy_world_learns(curated_lake, corpus, tmp_path: Path) -> None:
         pytest.xfail(f"colour not learned at this budget: histogram distance {fig.hist_distance_untrained:.3f} -> "
                      f"{fig.hist_distance_trained:.3f}, colour rate {fig.colour_rate_untrained:.2f} -> "
                      f"{fig.colour_rate_trained:.2f} (chance {fig.chance:.2f})")
+
+
+def test_caption_dropout_swaps_in_the_empty_prompt_and_keeps_the_stream_without_it(tmp_path: Path) -> None:
+    """``caption_dropout`` replaces a share of the batch's caption embeddings by the ``empty_text_key`` one (drawn
+    from the step's generator, so the same steps drop the same samples); at 0 the inputs equal a run without it."""
+    import torch
+
+    from curation.lake.tables import KeyedWriter
+    from tests.wanmodel.test_dit_train import BUCKETS, TEXT_DIM, write_lake
+    from wanmodel.diffusion.flow_matching import LogitNormal
+    from wanmodel.train.dit_data import DataError, LatentIndex, TrainData
+
+    lake = write_lake(tmp_path / "lake", per_bucket=16)
+    empty = np.full((1, TEXT_DIM), 7.0, np.float32)
+    KeyedWriter(lake, "text_embeddings").append([{
+        "text_key": "empty", "text": "", "encoder_id": "planted", "embedding": empty.tobytes(),
+        "shape": [1, TEXT_DIM], "dtype": "float32", "status": "ok"}])
+    index = LatentIndex.from_lake(lake, list(BUCKETS))
+
+    def data(**kw: object) -> TrainData:
+        return TrainData(lake, index, global_batch=8, seed=0, shard=0, shards=1, text_dim=TEXT_DIM, text_len=8,
+                         normalize=True, **kw)
+
+    ts = LogitNormal(0.0, 1.0, 1.0)
+    plain, off, on = data(), data(caption_dropout=0.0), data(caption_dropout=0.5, empty_text_key="empty")
+    dropped = 0
+    for step in range(6):
+        a, b, c = plain.inputs(step, ts), off.inputs(step, ts), on.inputs(step, ts)
+        assert torch.equal(a.context, b.context) and torch.equal(a.noise, c.noise) and torch.equal(a.sigma, c.sigma)
+        is_empty = [bool((c.context[i, 0] == 7.0).all() and (c.context[i, 1:] == 0).all()) for i in range(8)]
+        kept = [torch.equal(c.context[i], a.context[i]) for i in range(8)]
+        assert all(e != k for e, k in zip(is_empty, kept))  # each sample: its caption or the empty prompt
+        assert torch.equal(c.context, on.inputs(step, ts).context)  # same step, same draw
+        dropped += sum(is_empty)
+    assert 12 <= dropped <= 36  # 48 samples at p = 0.5
+    with pytest.raises(DataError, match="empty_text_key"):
+        data(caption_dropout=0.1)

@@ -156,7 +156,8 @@ def train_loop(cfg: DiTTrainConfig, index: LatentIndex, device: torch.device,
     stage = stage_buckets(cfg, model.config.in_dim)
     data = TrainData(lake, index, global_batch=cfg.global_batch_size, seed=cfg.seed, shard=shard, shards=shards,
                      text_dim=model.config.text_dim, text_len=model.config.text_len, normalize=cfg.normalize_latents,
-                     mix=stage.mix, media=stage.media)
+                     mix=stage.mix, media=stage.media, caption_dropout=cfg.caption_dropout,
+                     empty_text_key=cfg.empty_text_key)
     opt, sched = build_optimizer(cfg, model)
     ema = _ema_init(model, cfg.optim.ema_decay)
     result, meta = DiTTrainResult(), _resume(cfg, model, opt, sched, ema)

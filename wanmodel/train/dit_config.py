@@ -61,6 +61,8 @@ class DiTTrainConfig(Strict):
     model_overrides: dict[str, Any] = Field(default_factory=dict)
     attention_backend: str = "sdpa"
     normalize_latents: bool = True  # (z - LATENT_MEAN) / LATENT_STD, the released VAE's statistics
+    caption_dropout: float = Field(0.0, ge=0, lt=1)  # share of samples trained on the empty prompt (for CFG)
+    empty_text_key: str | None = None  # text_embeddings key of the empty prompt; needed when caption_dropout > 0
     steps: int = Field(gt=0)
     global_batch_size: int = Field(gt=0)  # samples per optimizer step over all data shards
     seed: int = 0
@@ -93,6 +95,9 @@ class DiTTrainConfig(Strict):
             raise ValueError("'curriculum' needs 'stage' (the stage to train)")
         if self.buckets is not None and not self.buckets:
             raise ValueError("'buckets' is empty")
+        if self.caption_dropout > 0 and not self.empty_text_key:
+            raise ValueError(f"caption_dropout {self.caption_dropout} needs 'empty_text_key' (the text_embeddings "
+                             "key of the empty prompt's embedding)")
         return self
 
     @property

@@ -12,7 +12,9 @@ exactly where the checkpoint was, no sample of an epoch is seen twice or skipped
 full batch wait for a later epoch's shuffle), and the result does not depend on how many workers share a batch.
 
 Noise (the posterior sample ``z = mean + exp(logvar / 2) * eps``, the flow-matching noise and sigma) is drawn
-for the whole global batch from a generator seeded by (seed, step) and sliced the same way.
+for the whole global batch from a generator seeded by (seed, step) and sliced the same way; so is caption dropout
+(``caption_dropout``: each sample's caption embedding replaced by the empty prompt's, ``empty_text_key``, with that
+probability, so that the model also learns the unconditional prediction classifier-free guidance needs).
 """
 from __future__ import annotations
 
@@ -141,12 +143,15 @@ class LatentStore:
 class TextStore:
     """The text embeddings every planned row needs, loaded once; a missing one is an error naming its key."""
 
-    def __init__(self, lake: Lake, index: LatentIndex, text_dim: int, text_len: int) -> None:
+    def __init__(self, lake: Lake, index: LatentIndex, text_dim: int, text_len: int,
+                 extra_keys: Sequence[str] = ()) -> None:
         needed: dict[str, str] = {}
         for row in index.rows:
             if not row.text_key:
                 raise DataError(f"latent {row.latent_id!r} has no text_key (a caption without an embedding)")
             needed.setdefault(row.text_key, row.latent_id)
+        for key in extra_keys:  # e.g. the empty prompt's embedding that caption dropout puts in
+            needed.setdefault(key, "(caption dropout: the empty prompt)")
         table = _read_embeddings(lake, sorted(needed))
         self.embeddings: dict[str, torch.Tensor] = {}
         for rec in table.to_pylist():
@@ -198,7 +203,8 @@ class TrainData:
 
     def __init__(self, lake: Lake, index: LatentIndex, *, global_batch: int, seed: int, shard: int, shards: int,
                  text_dim: int, text_len: int, normalize: bool, mix: dict[str, float] | None = None,
-                 media: dict[str, str] | None = None) -> None:
+                 media: dict[str, str] | None = None, caption_dropout: float = 0.0,
+                 empty_text_key: str | None = None) -> None:
         if global_batch % shards:
             raise DataError(f"global_batch_size {global_batch} is not divisible by the {shards} data shards")
         self.index, self.seed, self.normalize = index, seed, normalize
@@ -206,7 +212,10 @@ class TrainData:
         self.local = global_batch // shards
         self.lo = shard * self.local
         self.latents = LatentStore(lake, index)
-        self.text = TextStore(lake, index, text_dim, text_len)
+        if caption_dropout > 0 and not empty_text_key:
+            raise DataError(f"caption_dropout {caption_dropout} needs empty_text_key (the empty prompt's embedding)")
+        self.caption_dropout, self.empty_text_key = caption_dropout, empty_text_key
+        self.text = TextStore(lake, index, text_dim, text_len, [empty_text_key] if caption_dropout > 0 else [])
 
     def inputs(self, step: int, timesteps: object) -> StepInputs:
         from wanmodel.models.vae_config import normalize_latents
@@ -223,8 +232,11 @@ class TrainData:
         if self.normalize:
             z = normalize_latents(z)
         rows = [self.index.rows[i] for i in mine]
-        return StepInputs(batch, z, self.text.batch([r.text_key for r in rows]), noise[part], sigma[part],
-                          [r.latent_id for r in rows])
+        keys = [r.text_key for r in rows]
+        if self.caption_dropout > 0:  # drawn after the rest, so a run without dropout keeps its stream
+            drop = (torch.rand(len(batch.rows), generator=g) < self.caption_dropout)[part].tolist()
+            keys = [self.empty_text_key if d else k for k, d in zip(keys, drop)]
+        return StepInputs(batch, z, self.text.batch(keys), noise[part], sigma[part], [r.latent_id for r in rows])
 
 
 # ------------------------------------------------------------------------------------------ driver-side checks
