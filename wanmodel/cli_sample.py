@@ -7,6 +7,7 @@
     wan sample --task i2v --video-prefix start.mp4 --prompt "..." ...        # video continuation
     wan sample --random-tiny --prompt "a cat" --out out/tiny                  # tiny random weights: plumbing only
     wan sample --cache magcache-fast ...                                      # diffusion cache preset (see below)
+    wan sample --fp8 fp8 --attention sage --offload blocks ...                # FP8, 8-bit attention, low memory
 
 Weights load from local paths only (``--dit``: our, official or diffusers folder; ``--vae``: any ``load_vae``
 input; ``--text-encoder``: a UMT5EncoderModel folder or the official .pth with ``--tokenizer``). ``--random-tiny``
@@ -16,7 +17,9 @@ shift 3), except that ``--random-tiny`` defaults to 64x64, 9 frames, 8 steps. Ea
 ``<out>/<index>-seed<seed>.mp4`` (``.png`` for t2i) and listed with its prompt and settings in ``<out>/samples.json``.
 ``--cache PRESET`` samples with a diffusion cache (``wanmodel.accel.cache``: ``off``, ``attention``, ``cfg``,
 ``magcache-fast``, ``magcache-slow``, ``combined``); what it computed (DiT calls, passes, speed-up in passes) goes
-into ``samples.json`` under ``cache``.
+into ``samples.json`` under ``cache``. ``--fp8``, ``--attention`` and ``--offload`` are applied by
+``wanmodel.accel.options`` (recorded under ``speed``); multi-GPU sampling is ``python -m
+wanmodel.parallel.sample_launch`` under torchrun (the same arguments plus the parallel sizes).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +73,7 @@ def _read_image(path: str):
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _pipeline(args: argparse.Namespace):
+def _pipeline(args: argparse.Namespace, speed: Any):
     from wanmodel.pipelines.i2v import WanI2VPipeline
     from wanmodel.pipelines.t2v import WanT2VPipeline
     from wanmodel.text.rewrite import RewriteSettings, build_rewriter
@@ -88,15 +92,24 @@ def _pipeline(args: argparse.Namespace):
     if args.rewrite_model:
         rewriter = build_rewriter(RewriteSettings(backend=args.rewrite_backend, model_path=args.rewrite_model,
                                                   language=args.rewrite_language, device=args.device))
-    common: dict[str, Any] = {"tokenizer": tokenizer, "device": args.device, "dtype": DTYPES[args.dtype],
-                              "text_device": args.text_device, "rewriter": rewriter}
+    # an offload mode loads every model on the CPU and moves what each stage needs (wanmodel.accel.options)
+    load_device = "cpu" if speed.loads_on_cpu else args.device
+    text_device = "cpu" if speed.offload == "blocks" else (args.text_device or load_device)
+    common: dict[str, Any] = {"tokenizer": tokenizer, "device": load_device, "dtype": DTYPES[args.dtype],
+                              "text_device": text_device, "rewriter": rewriter}
     if task == "i2v":
-        return WanI2VPipeline.from_pretrained(dit, vae, text, image_encoder=clip, **common)
-    return WanT2VPipeline.from_pretrained(dit, vae, text, **common)
+        pipeline = WanI2VPipeline.from_pretrained(dit, vae, text, image_encoder=clip, **common)
+    else:
+        pipeline = WanT2VPipeline.from_pretrained(dit, vae, text, **common)
+    pipeline.device = torch.device(args.device)
+    return pipeline
 
 
-def sample(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the sampling an argparse namespace describes; returns the summary written to samples.json."""
+def sample(args: argparse.Namespace, prepare: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Run the sampling an argparse namespace describes; returns the summary written to samples.json.
+
+    ``prepare(pipeline)``, when given, runs on the built pipeline before sampling (the multi-rank launcher,
+    ``wanmodel.parallel.sample_launch``, places the DiT in its mesh there)."""
     prompts = _read_prompts(args.prompt, args.prompts_file)
     step_cache = None
     if args.cache:  # a bad preset name fails before any model loads
@@ -114,7 +127,13 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
     if args.random_tiny:
         settings = {**settings, **{k: v for k, v in TINY_DEFAULTS.items() if settings[k] is None}}
     seeds: Any = args.seed[0] if len(args.seed) == 1 else args.seed
-    pipeline = _pipeline(args)
+    from wanmodel.accel.options import SpeedOptions, apply_speed_options
+
+    speed = SpeedOptions(fp8=args.fp8, attention=args.attention, offload=args.offload)  # checked before loading
+    pipeline = _pipeline(args, speed)
+    speed_done = apply_speed_options(pipeline, speed)
+    if prepare is not None:
+        prepare(pipeline)
     kwargs: dict[str, Any] = {"seed": seeds, "negative_prompt": args.negative_prompt, **settings}
     if args.task == "i2v":
         from wanmodel.pipelines.i2v import FrameCondition
@@ -156,7 +175,7 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
                         "frames": int(video.shape[0]), "height": int(video.shape[1]), "width": int(video.shape[2])})
         print(f"wrote {path}  (seed {seed}) {prompt[:60]!r}")
     summary = {"task": args.task, "settings": result.settings.to_dict(), "random_tiny": bool(args.random_tiny),
-               "wall_s": wall, "samples": entries}
+               "wall_s": wall, "speed": speed_done, "samples": entries}
     if step_cache is not None:
         summary["cache"] = {"preset": args.cache, **step_cache.stats.to_dict()}
         print(f"cache {args.cache}: {step_cache.stats.computed_passes}/{step_cache.stats.exact_passes} DiT passes "
@@ -211,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu")
     run.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     run.add_argument("--text-device", help="where umT5 runs (default --device; 'cpu' saves GPU memory)")
+    run.add_argument("--fp8", default="off", choices=["off", "fp8", "fp8-sim"],
+                     help="FP8 GEMMs in the DiT's blocks (Hopper/Ada; the plain linear elsewhere)")
+    run.add_argument("--attention", choices=["auto", "sdpa", "flash", "sage"],
+                     help="attention kernel (sage: 8-bit QK^T, needs the sageattention package)")
+    run.add_argument("--offload", default="none", choices=["none", "model", "blocks"],
+                     help="model: each model on the device only for its stage; blocks: the DiT's blocks stream "
+                          "through the device with prefetch, umT5 on the CPU (the 1.3B at 480p in < 8 GB)")
     run.add_argument("--verbose", action="store_true", help="print each denoising step")
     rewrite = parser.add_argument_group("prompt rewriting (off unless --rewrite-model)")
     rewrite.add_argument("--rewrite-model", help="local instruction-tuned LLM folder")

@@ -241,7 +241,7 @@ def test_set_attention_backend_switches_the_model():
     assert set_attention_backend(model, "sdpa") == "auto"
     assert model.attention_backend == "sdpa"
     if "sage" not in available_backends():
-        with pytest.raises(RuntimeError, match="'sage' is not installed"):
+        with pytest.raises(ValueError, match="'sage' needs the sageattention package"):
             set_attention_backend(model, "sage")
         assert model.attention_backend == "sdpa"
 

@@ -262,7 +262,10 @@ def set_attention_backend(model: nn.Module, name: str) -> str:
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose from {BACKENDS}")
     if name != "auto" and name not in available_backends():
-        raise RuntimeError(f"attention backend {name!r} is not installed here (available: {available_backends()})")
+        from wanmodel.models.attention import _INSTALL_HINT
+
+        raise ValueError(f"attention backend {name!r} needs {_INSTALL_HINT[name]}, which is not installed here "
+                         f"(available: {available_backends()})")
     owners = [module for module in model.modules() if hasattr(module, "attention_backend")]
     if not owners:
         raise ValueError(f"{type(model).__name__} has no attention_backend attribute to set")

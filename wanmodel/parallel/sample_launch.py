@@ -25,7 +25,7 @@ import io
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,30 +93,20 @@ def _follower_finish(pipeline: Any) -> None:
     pipeline._finish = finish
 
 
-@contextlib.contextmanager
-def _parallel_pipelines(args: argparse.Namespace, device_type: str) -> Iterator[None]:
-    """While inside, ``wan sample`` builds its pipeline as usual and then gets the DiT prepared for this rank's
-    place in the mesh (and, on ranks other than 0, no decoding)."""
+def _rank_preparer(args: argparse.Namespace, device_type: str) -> Callable[[Any], None]:
+    """What ``wan sample`` does to its built pipeline on this rank: the DiT prepared for this rank's place in the
+    mesh, and, on ranks other than 0, no decoding."""
     import torch.distributed as dist
 
-    from wanmodel import cli_sample
-
     mesh = sampling_mesh(layout_of(args), device_type)
-    build = cli_sample._pipeline
     leader = dist.get_rank() == 0
 
-    def parallel_pipeline(namespace: argparse.Namespace) -> Any:
-        pipeline = build(namespace)
+    def prepare(pipeline: Any) -> None:
         pipeline.dit = prepare_sampling_dit(pipeline.dit, mesh, fsdp=args.fsdp)
         if not leader:
             _follower_finish(pipeline)
-        return pipeline
 
-    cli_sample._pipeline = parallel_pipeline
-    try:
-        yield
-    finally:
-        cli_sample._pipeline = build
+    return prepare
 
 
 def run(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -139,13 +129,13 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
 
             build_tiny_models(args.tiny_dir, "i2v" if args.task == "i2v" else "t2v", seed=args.tiny_seed)
         dist.barrier()
-    with _parallel_pipelines(args, device_type):
-        if leader:
-            summary = cli_sample.sample(args)
-        else:
-            with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
-                cli_sample.sample(argparse.Namespace(**{**vars(args), "out": scratch}))
-            summary = None
+    prepare = _rank_preparer(args, device_type)
+    if leader:
+        summary = cli_sample.sample(args, prepare)
+    else:
+        with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
+            cli_sample.sample(argparse.Namespace(**{**vars(args), "out": scratch}), prepare)
+        summary = None
     dist.barrier()
     return summary
 

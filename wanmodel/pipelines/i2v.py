@@ -238,16 +238,21 @@ class WanI2VPipeline(WanT2VPipeline):
         seeds = resolve_seeds(seed, len(prompts_))
         negative = resolve_negative_prompts(negative_prompt, len(prompts_), self.negative_prompt)
         noise = self._noise(latents, seeds, settings_)
-        y = self.condition_latents(conditions, settings_)
+        with self.stage("vae"):
+            y = self.condition_latents(conditions, settings_)
         if clip_features is None:
-            clip = self.image_features(conditions)
+            with self.stage("image_encoder"):
+                clip = self.image_features(conditions)
         elif clip_features.ndim != 3 or clip_features.shape[0] != len(prompts_):
             raise ValueError(f"clip_features must be [B = {len(prompts_)}, N, D], got {tuple(clip_features.shape)}")
         else:
             clip = clip_features.to(self.device)
-        context, negative_context = self.encode_text(used, negative if settings_.guidance_scale > 1 else None)
-        result = denoise(self.dit, noise, context, negative_context, settings_, clip_fea=clip, y=y,
-                         progress=progress, cache=cache)
-        return self._finish(result, prompts_, used, seeds, settings_, keep_decoded)
+        with self.stage("text_encoder"):
+            context, negative_context = self.encode_text(used, negative if settings_.guidance_scale > 1 else None)
+        with self.stage("dit"):
+            result = denoise(self.dit, noise, context, negative_context, settings_, clip_fea=clip, y=y,
+                             progress=progress, cache=cache)
+        with self.stage("vae"):
+            return self._finish(result, prompts_, used, seeds, settings_, keep_decoded)
 
     __call__ = generate

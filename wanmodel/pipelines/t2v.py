@@ -12,6 +12,7 @@ VAE decoding. Text-to-image is the same model with one frame (the report trains 
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,9 @@ class WanT2VPipeline:
     task = "t2v"  # the DiT model_type this pipeline drives
     default_negative_prompt = DEFAULT_NEGATIVE_PROMPT
     default_settings = SamplingSettings()
+    # Models (attribute names) that wait on the CPU and are on ``device`` only for their stage (model offload,
+    # set by ``wanmodel.accel.options.apply_speed_options``).
+    stage_offload: frozenset[str] = frozenset()
 
     def __init__(self, dit: torch.nn.Module, vae: WanVAE, text_encoder: TextEncoder, *,
                  device: str | torch.device = "cpu", rewriter: PromptRewriter | None = None,
@@ -95,6 +99,15 @@ class WanT2VPipeline:
         return cls(*components, device=device, **kwargs)
 
     # ------------------------------------------------------------------------------------------------ steps
+    def stage(self, name: str) -> contextlib.AbstractContextManager[Any]:
+        """The context the stage that runs model ``name`` (``text_encoder``, ``image_encoder``, ``dit``, ``vae``)
+        runs in: on ``device`` for the stage alone when the model is in ``stage_offload``, else as it is."""
+        if name not in self.stage_offload:
+            return contextlib.nullcontext()
+        from wanmodel.accel.offload import on_device
+
+        return on_device(getattr(self, name), self.device)
+
     def settings(self, **overrides: Any) -> SamplingSettings:
         """The pipeline's defaults with ``overrides``, validated (ValueError naming the bad field)."""
         return self.defaults.updated(**overrides).validate()
@@ -150,9 +163,12 @@ class WanT2VPipeline:
         seeds = resolve_seeds(seed, len(prompts_))
         negative = resolve_negative_prompts(negative_prompt, len(prompts_), self.negative_prompt)
         noise = self._noise(latents, seeds, settings_)
-        context, negative_context = self.encode_text(used, negative if settings_.guidance_scale > 1 else None)
-        result = denoise(self.dit, noise, context, negative_context, settings_, progress=progress, cache=cache)
-        return self._finish(result, prompts_, used, seeds, settings_, keep_decoded)
+        with self.stage("text_encoder"):
+            context, negative_context = self.encode_text(used, negative if settings_.guidance_scale > 1 else None)
+        with self.stage("dit"):
+            result = denoise(self.dit, noise, context, negative_context, settings_, progress=progress, cache=cache)
+        with self.stage("vae"):
+            return self._finish(result, prompts_, used, seeds, settings_, keep_decoded)
 
     __call__ = generate
 

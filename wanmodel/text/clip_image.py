@@ -173,6 +173,11 @@ class ClipImageEncoder:
     def width(self) -> int:
         return int(self.tower.conv1.out_channels)
 
+    @property
+    def model(self) -> torch.nn.Module:
+        """The tower (the ``.model`` / ``.device`` pair that ``wanmodel.accel.offload.on_device`` moves)."""
+        return self.tower
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images [N, 3, H, W] in [-1, 1] (any size) -> penultimate tokens [N, 1 + (224/14)^2, width], float32."""
