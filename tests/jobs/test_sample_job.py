@@ -125,8 +125,26 @@ def test_sample_job_entrypoint_and_bad_configs(tmp_path: Path, capsys: pytest.Ca
     for override, message in (("sampling.num_frames=6", "1 + 4k"), ("sampling.steps=3", "unknown sampling"),
                               ("batch_size=0", "batch_size"), ("colour=red", "colour"),
                               ("prompts_file=/nonexistent.txt", "exactly one of"),
-                              ("models={}", "random_tiny"), ("task=t2i", "single frames")):
+                              ("models={}", "random_tiny"), ("task=t2i", "single frames"),
+                              ("speed={fp8: int4}", "fp8 must be one of"), ("speed={disk: 1}", "speed:")):
         assert main(["--config", str(config), "--set", override]) == 2, override
         assert message in capsys.readouterr().err, override
     with pytest.raises(ValidationError, match="no such file"):
         SampleJobConfig(lake=str(tmp_path), prompts_file="/nonexistent.txt")
+
+
+def test_speed_options_sample_the_same_latents_and_fp8_changes_the_key(tmp_path: Path) -> None:
+    """Block offload with the FP8 fallback (this CPU has no FP8 GEMM) samples what the plain job samples; FP8 is
+    in the sample id (it changes the output where the GPU has FP8), offload is not (it never does)."""
+    from wanmodel.pipelines.batch import build_pipeline
+
+    plain = _config(tmp_path, prompts=["a lighthouse at night"], seeds=[3])
+    fast = _config(tmp_path, prompts=["a lighthouse at night"], seeds=[3], speed={"fp8": "fp8", "offload": "blocks"})
+    offload_only = _config(tmp_path, prompts=["a lighthouse at night"], seeds=[3], speed={"offload": "model"})
+    lake = Lake(str(tmp_path / "lake"))
+    ids = [sample_items(cfg, lake)[0]["sample_id"] for cfg in (plain, fast, offload_only)]
+    assert ids[0] != ids[1] and ids[0] == ids[2]
+    pipelines = [build_pipeline(cfg) for cfg in (plain, fast)]
+    assert pipelines[1].block_offload is not None
+    latents = [p.generate(["a lighthouse at night"], seed=3).latents for p in pipelines]
+    assert np.array_equal(latents[0].numpy(), latents[1].numpy())

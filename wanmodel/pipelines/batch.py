@@ -91,6 +91,7 @@ class SampleJobConfig(BaseModel):
     commit_every: int = Field(4, ge=1)
     limit: int | None = Field(None, ge=1)  # at most this many new samples this run
     cache: str | None = None  # diffusion-cache preset (wanmodel.accel.cache); None samples exactly
+    speed: dict[str, Any] = Field(default_factory=dict)  # SpeedOptions: fp8, attention, offload (wanmodel.accel)
 
     @model_validator(mode="after")
     def _check(self) -> SampleJobConfig:
@@ -106,6 +107,7 @@ class SampleJobConfig(BaseModel):
             from wanmodel.accel.cache_config import cache_preset
 
             cache_preset(self.cache)  # an unknown preset is an error now
+        self.speed_options()  # a bad fp8 / attention / offload value is an error now
         if self.rewrite is not None:
             from wanmodel.text.rewrite import RewriteSettings
 
@@ -117,6 +119,15 @@ class SampleJobConfig(BaseModel):
             if missing:
                 raise ValueError(f"models: {', '.join(missing)} required (local paths), or set random_tiny: true")
         return self
+
+    def speed_options(self):
+        """The validated ``SpeedOptions`` of this run (``wanmodel.accel.options``)."""
+        from wanmodel.accel.options import SpeedOptions
+
+        try:
+            return SpeedOptions(**self.speed)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"speed: {error}") from None
 
     def settings(self):
         """The validated ``SamplingSettings`` of this run."""
@@ -140,11 +151,19 @@ def load_sample_config(path: str | Path, overrides: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------- items
+def _output_changing_speed(cfg: SampleJobConfig) -> dict[str, Any]:
+    """The speed options that change what is sampled (FP8, the attention kernel), for the sample id; offload
+    moves weights around and samples the same latents."""
+    speed = cfg.speed_options()
+    return {k: v for k, v in (("fp8", speed.fp8), ("attention", speed.attention)) if v not in ("off", None)}
+
+
 def _sample_id(cfg: SampleJobConfig, prompt: str, negative: str | None, seed: int, condition: str | None) -> str:
     blob = json.dumps({"task": cfg.task, "prompt": prompt, "negative_prompt": negative, "seed": seed,
                        "condition_uri": condition, "settings": cfg.settings().to_dict(),
                        "model": cfg.models.identity(cfg.task), "rewrite": cfg.rewrite,
-                       **({"cache": cfg.cache} if cfg.cache is not None else {})}, sort_keys=True,
+                       **({"cache": cfg.cache} if cfg.cache is not None else {}),
+                       **_output_changing_speed(cfg)}, sort_keys=True,
                       ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
@@ -248,16 +267,24 @@ def build_pipeline(cfg: SampleJobConfig):
         paths = {"dit": models.dit, "vae": models.vae, "text_encoder": models.text_encoder,
                  "image_encoder": models.image_encoder, "tokenizer": models.tokenizer}
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    speed = cfg.speed_options()
     common: dict[str, Any] = {
-        "tokenizer": paths["tokenizer"], "device": device, "dtype": getattr(torch, cfg.dtype),
+        "tokenizer": paths["tokenizer"], "device": "cpu" if speed.loads_on_cpu else device,
+        "text_device": "cpu" if speed.offload == "blocks" else None, "dtype": getattr(torch, cfg.dtype),
         "rewriter": build_rewriter(RewriteSettings(**cfg.rewrite)) if cfg.rewrite else None,
         "defaults": cfg.settings()}
     if cfg.negative_prompt is not None:
         common["negative_prompt"] = cfg.negative_prompt
     if task == "i2v":
-        return WanI2VPipeline.from_pretrained(paths["dit"], paths["vae"], paths["text_encoder"],
-                                              image_encoder=paths["image_encoder"], **common)
-    return WanT2VPipeline.from_pretrained(paths["dit"], paths["vae"], paths["text_encoder"], **common)
+        pipeline = WanI2VPipeline.from_pretrained(paths["dit"], paths["vae"], paths["text_encoder"],
+                                                  image_encoder=paths["image_encoder"], **common)
+    else:
+        pipeline = WanT2VPipeline.from_pretrained(paths["dit"], paths["vae"], paths["text_encoder"], **common)
+    pipeline.device = torch.device(device)
+    from wanmodel.accel.options import apply_speed_options
+
+    apply_speed_options(pipeline, speed)
+    return pipeline
 
 
 def _read_image(uri: str):
