@@ -69,6 +69,7 @@ from typing import Any
 
 import torch
 
+from perf.measure import machine, proc_status_kb, release_freed_memory
 from perf.sampling_modes import (
     DTYPES,
     PROMPT_SETS,
@@ -84,7 +85,6 @@ from perf.sampling_modes import (
     sampling_settings,
     train_toy,
 )
-from perf.vae import _machine, _proc_status_kb, _release_freed_memory
 from wanmodel.accel.quality import bench_dimension_deltas, latent_mse, psnr
 from wanmodel.models.dit import WanDiT
 from wanmodel.models.random_init import randomize_
@@ -122,7 +122,7 @@ class Memory:
         self.peak_mb = float("nan")
 
     def __enter__(self) -> Memory:  # noqa: PYI034 - a plain class
-        _release_freed_memory()
+        release_freed_memory()
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
@@ -131,14 +131,14 @@ class Memory:
         else:
             with open("/proc/self/clear_refs", "w") as clear_refs:
                 clear_refs.write("5")
-            self._before = _proc_status_kb("VmRSS") * 1024
+            self._before = proc_status_kb("VmRSS") * 1024
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.cuda:
             self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
         else:
-            self.peak_mb = (_proc_status_kb("VmHWM") * 1024 - self._before) / 2**20
+            self.peak_mb = (proc_status_kb("VmHWM") * 1024 - self._before) / 2**20
 
 
 @dataclass
@@ -363,7 +363,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "weights": args.dit or ("trained toy (train_toy)" if args.train_toy else "random"),
             "memory": "CUDA max_memory_allocated - allocated before" if args.device.startswith("cuda") else
             "CPU VmHWM (clear_refs reset) - VmRSS before, after gc + malloc_trim",
-            "machine": _machine(args.device), "torch": torch.__version__, "cases": rows}
+            "machine": machine(args.device), "torch": torch.__version__, "cases": rows}
 
 
 def _uint8(video: torch.Tensor) -> list[Any]:

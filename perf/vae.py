@@ -115,11 +115,7 @@ def operation(impl: str, op: str, model: torch.nn.Module) -> Callable[[torch.Ten
     raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
 
 
-# ----------------------------------------------------------------------------------------------- timing
 # ----------------------------------------------------------------------------------------------- memory
-_machine, _proc_status_kb, _release_freed_memory = machine, proc_status_kb, release_freed_memory
-
-
 def peak_memory_in_process(impl: str, op: str, preset: str, frames: int, size: int | str, *, dtype: str = "float32",
                            device: str = "cpu") -> dict[str, float]:
     """Peak MB of one call above what is live before it (weights + input); see the module docstring.
