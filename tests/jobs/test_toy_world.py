@@ -99,10 +99,17 @@ def test_toy_world_learns(curated_lake, corpus, tmp_path: Path) -> None:
                             fig.latent_distance_trained]))
     assert fig.val_ratio <= 0.6
     assert fig.latent_distance_trained < 0.75 * fig.latent_distance_untrained  # samples near the training latents
+    # Wan-Bench closed the loop: both models sampled into the lake's samples table, scored, compared in out/bench
+    assert fig.bench is not None and set(fig.bench["totals"]) == {"toy-untrained", "toy-trained"}
+    assert all(0.0 <= t <= 1.0 for t in fig.bench["totals"].values())
+    assert (tmp_path / "bench" / "report.html").is_file() and (tmp_path / "bench" / "summary.json").is_file()
+    assert lake.read("samples", columns=["sample_id"]).num_rows == 2 * 2 * len(fig.colours)  # 2 models x 2 seeds
     colour_learned = (fig.hist_distance_trained < fig.hist_distance_untrained
                       and fig.colour_rate_trained >= fig.colour_rate_untrained + 0.25
                       and fig.colour_rate_trained > 2 * fig.chance)
-    if not colour_learned:  # measured so far: the brief tiny VAE and DiT do not pick up the prompt's colour
+    # Measured on the demo lake (13 training clips): the brief VAE decodes two muted hues only, and the DiT's held-out
+    # loss is the same with right and shuffled captions (also with caption dropout + guidance 4, 600 steps).
+    if not colour_learned:
         pytest.xfail(f"colour not learned at this budget: histogram distance {fig.hist_distance_untrained:.3f} -> "
                      f"{fig.hist_distance_trained:.3f}, colour rate {fig.colour_rate_untrained:.2f} -> "
                      f"{fig.colour_rate_trained:.2f} (chance {fig.chance:.2f})")
