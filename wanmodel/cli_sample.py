@@ -16,8 +16,8 @@ released defaults of the task (T2V: 480x832, 81 frames, 50 UniPC steps, guidance
 shift 3), except that ``--random-tiny`` defaults to 64x64, 9 frames, 8 steps. Each sample is written as
 ``<out>/<index>-seed<seed>.mp4`` (``.png`` for t2i) and listed with its prompt and settings in ``<out>/samples.json``.
 ``--cache PRESET`` samples with a diffusion cache (``wanmodel.accel.cache``: ``off``, ``attention``, ``cfg``,
-``magcache-fast``, ``magcache-slow``, ``combined``); what it computed (DiT calls, passes, speed-up in passes) goes
-into ``samples.json`` under ``cache``. ``--fp8``, ``--attention`` and ``--offload`` are applied by
+``magcache-fast``, ``magcache-slow``, ``teacache``, ``combined``); what it computed (DiT calls, passes, speed-ups)
+goes into ``samples.json`` under ``cache``. ``--fp8``, ``--attention`` and ``--offload`` are applied by
 ``wanmodel.accel.options`` (recorded under ``speed``); multi-GPU sampling is ``python -m
 wanmodel.parallel.sample_launch`` under torchrun (the same arguments plus the parallel sizes).
 """
@@ -224,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--fps", type=int)
     opts.add_argument("--seed", type=int, nargs="+", default=[0], help="one seed for all prompts, or one each")
     opts.add_argument("--negative-prompt", help="default: the released (Chinese) negative prompt; '' for none")
-    opts.add_argument("--cache", metavar="PRESET",
-                      help="diffusion cache preset: off, attention, cfg, magcache-fast, magcache-slow, combined")
+    opts.add_argument("--cache", metavar="PRESET", help="diffusion cache preset: off, attention, cfg, "
+                      "magcache-fast, magcache-slow, teacache, combined")
     run = parser.add_argument_group("runtime")
     run.add_argument("--device", default="cpu")
     run.add_argument("--dtype", default="float32", choices=sorted(DTYPES))

@@ -20,9 +20,11 @@ from wanmodel.accel import (
     CFGCacheConfig,
     DiffusionCache,
     MagCacheConfig,
+    TeaCacheConfig,
     build_cache,
     cache_preset,
     calibrate_magcache,
+    calibrate_teacache,
     load_presets,
     preset_names,
     tune_cache,
@@ -71,6 +73,7 @@ OFF = {
     "attention period 1": CacheConfig(attention=AttentionCacheConfig(period=1, modules=("self_attn", "cross_attn"))),
     "cfg period 1": CacheConfig(cfg=CFGCacheConfig(period=1, start=0.0, compensation="fft")),
     "magcache threshold 0": CacheConfig(magcache=MagCacheConfig(threshold=0.0, ratios=FLAT)),
+    "teacache threshold 0": CacheConfig(teacache=TeaCacheConfig(threshold=0.0)),
     "all off": CacheConfig(attention=AttentionCacheConfig(period=1), cfg=CFGCacheConfig(period=1, start=0.0),
                            magcache=MagCacheConfig(threshold=0.0)),
 }
@@ -95,6 +98,10 @@ def test_i2v_cache_off_is_exact_and_on_passes_the_conditions(tiny: Path) -> None
     # the CFG cache's cond-only calls take the cond rows of clip_fea and y (the model checks their batch)
     cached = run(CacheConfig(cfg=CFGCacheConfig(period=2, start=0.0), attention=AttentionCacheConfig(period=2)))
     assert 0 < _mse(cached, reference) < 0.065  # measured 0.043
+    # TeaCache's indicator patchifies the latents with y, as the model does
+    teacache = build_cache(CacheConfig(teacache=TeaCacheConfig(threshold=0.6)))
+    run(teacache)
+    assert teacache.stats.skipped == [2, 4]
 
 
 # ------------------------------------------------------------------------------------------------ deviation
@@ -104,6 +111,7 @@ ON = {  # name: (cache, measured latent MSE against the exact sampler; the bound
                         7.0e-3),
     "cfg fft": (CacheConfig(cfg=CFGCacheConfig(period=2, start=0.3)), 0.0162),
     "magcache": (CacheConfig(magcache=MagCacheConfig(threshold=0.1, ratios=FLAT)), 0.108),
+    "teacache": (CacheConfig(teacache=TeaCacheConfig(threshold=0.5)), 0.0231),
 }
 
 
@@ -116,7 +124,8 @@ def test_cache_on_deviates_by_a_bounded_nonzero_amount(t2v: WanT2VPipeline, exac
 
 
 # measured latent MSE of each stored preset at SETTINGS (10 steps; the presets were tuned at 20)
-PRESET_MSE = {"attention": 0.0105, "cfg": 0.0373, "magcache-slow": 0.0618, "magcache-fast": 0.157, "combined": 0.180}
+PRESET_MSE = {"attention": 0.0105, "cfg": 0.0373, "magcache-slow": 0.0618, "magcache-fast": 0.157, "teacache": 0.108,
+              "combined": 0.180}
 
 
 @pytest.mark.parametrize("name", [n for n in preset_names() if n != "off"])
@@ -205,7 +214,7 @@ def test_combined_caches_count(t2v: WanT2VPipeline) -> None:
 # ------------------------------------------------------------------------------------------------ presets, errors
 def test_presets_file() -> None:
     data = load_presets()
-    assert {"off", "attention", "cfg", "magcache-fast", "magcache-slow", "combined"} <= set(preset_names())
+    assert {"off", "attention", "cfg", "magcache-fast", "magcache-slow", "teacache", "combined"} <= set(preset_names())
     assert "tiny" in data["chosen_on"] and data["note"]
     assert not cache_preset("off").active
     assert all(cache_preset(name).active for name in preset_names() if name != "off")
@@ -218,7 +227,9 @@ def test_presets_file() -> None:
     (lambda: build_cache(3), "preset name"),
     (lambda: CacheConfig.from_dict({"cfg": {"period": 0}}), "cfg.period"),
     (lambda: CacheConfig.from_dict({"cfg": {"periods": 2}}), "unknown cfg cache setting"),
-    (lambda: CacheConfig.from_dict({"teacache": {}}), "unknown cache section"),
+    (lambda: CacheConfig.from_dict({"fastcache": {}}), "unknown cache section"),
+    (lambda: TeaCacheConfig(threshold=-0.5), "teacache.threshold"),
+    (lambda: TeaCacheConfig(coefficients=(1.0, float("nan"))), "teacache.coefficients"),
     (lambda: CFGCacheConfig(compensation="magic"), "cfg.compensation"),
     (lambda: CFGCacheConfig(start=0.9, end=0.5), "must not be after"),
     (lambda: AttentionCacheConfig(period=2, modules=("ffn",)), "attention.modules"),
@@ -251,6 +262,22 @@ def test_calibrate_magcache_then_skip(t2v: WanT2VPipeline, exact: torch.Tensor) 
     assert len(set(ratios)) > 2  # measured, not a constant
     latents, step_cache = _run(t2v, CacheConfig(magcache=MagCacheConfig(threshold=0.1, ratios=tuple(ratios))))
     assert step_cache.stats.skipped_steps > 0 and 0 < _mse(latents, exact) < 1.0
+
+
+def test_teacache_skips_on_its_indicator_and_calibrates(t2v: WanT2VPipeline, exact: torch.Tensor) -> None:
+    _, raw = _run(t2v, CacheConfig(teacache=TeaCacheConfig(threshold=0.8)))
+    # retention 0.2 keeps steps 0, 1 and keep_last step 9; the raw relative change (~0.2-0.4 a step on random
+    # weights) lets about two steps accumulate
+    assert raw.stats.skipped == [2, 3, 5, 6, 8]
+    coefficients = calibrate_teacache(t2v, PROMPTS, seed=[1, 2], **SETTINGS)
+    assert len(coefficients) == 3 and coefficients != (0.0, 1.0, 0.0)
+    latents, fitted = _run(t2v, CacheConfig(teacache=TeaCacheConfig(threshold=0.8, coefficients=coefficients)))
+    assert fitted.stats.skipped == [2, 4, 6, 8] and 0 < _mse(latents, exact) < 0.09  # measured 0.058
+    # with MagCache too, a step is skipped only when both agree
+    _, both = _run(t2v, CacheConfig(teacache=TeaCacheConfig(threshold=0.8),
+                                    magcache=MagCacheConfig(threshold=0.1, max_skips=1, ratios=FLAT)))
+    assert 0 < both.stats.skipped_steps < raw.stats.skipped_steps
+    assert set(both.stats.skipped) <= set(raw.stats.skipped)
 
 
 def test_tune_cache_keeps_the_fastest_within_the_floor(t2v: WanT2VPipeline) -> None:

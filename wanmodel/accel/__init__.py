@@ -2,8 +2,8 @@
 
 Modules:
 - ``cache`` (with ``cache_config``, ``cache_tune`` and the ``cache_presets.json`` presets): diffusion caches, i.e.
-  the attention cache, the CFG cache with FasterCache-style residual compensation and MagCache step skipping, as one
-  ``StepCache`` per run that ``denoise(..., cache=)`` drives; MagCache calibration and preset tuning.
+  the attention cache, the CFG cache with FasterCache-style residual compensation, MagCache and TeaCache step
+  skipping, as one ``StepCache`` per run that ``denoise(..., cache=)`` drives; their calibration and preset tuning.
 - ``fp8``: FP8 linear layers and 8-bit attention.
 - ``offload``: memory modes (text encoder on CPU, model and block offload).
 
@@ -21,6 +21,7 @@ from wanmodel.accel.cache_config import (
     CacheConfig,
     CFGCacheConfig,
     MagCacheConfig,
+    TeaCacheConfig,
     cache_preset,
     load_presets,
     preset_names,
@@ -28,6 +29,7 @@ from wanmodel.accel.cache_config import (
 from wanmodel.accel.cache_tune import (
     CacheTrial,
     calibrate_magcache,
+    calibrate_teacache,
     evaluate_caches,
     tune_cache,
 )
@@ -48,8 +50,9 @@ from wanmodel.accel.offload import (
 )
 
 __all__ = ["AttentionCacheConfig", "CFGCacheConfig", "CacheConfig", "CacheStats", "CacheTrial", "DiTPasses",
-           "DiffusionCache", "MagCacheConfig", "StepCache", "build_cache", "cache_preset", "calibrate_magcache",
-           "evaluate_caches", "load_presets", "preset_names", "tune_cache"]
+           "DiffusionCache", "MagCacheConfig", "StepCache", "TeaCacheConfig", "build_cache", "cache_preset",
+           "calibrate_magcache", "calibrate_teacache", "evaluate_caches", "load_presets", "preset_names",
+           "tune_cache"]
 __all__ += ["FP8_MODES", "FP8Linear", "quantize_linears", "set_attention_backend"]  # fp8
 __all__ += ["MEMORY_MODES", "BlockOffload", "MemoryEstimate", "enable_block_offload", "estimate_peak_memory",
             "memory_table", "on_device"]  # offload

@@ -1,7 +1,7 @@
-"""Diffusion caches for sampling (report section 4.4.2, plus the adaptive step skipping of MagCache).
+"""Diffusion caches for sampling (report section 4.4.2, plus the adaptive step skipping of MagCache / TeaCache).
 
 One ``StepCache`` object per run: the denoising loop (``wanmodel.pipelines.common.denoise``) asks it for the guided
-velocity of step ``i`` and it decides what to compute. ``DiffusionCache`` holds three caches, each off by default:
+velocity of step ``i`` and it decides what to compute. ``DiffusionCache`` holds the caches, each off by default:
 
 - **attention cache** (report): each block's attention output (``self_attn``, optionally ``cross_attn``) is
   recomputed every k steps inside a step range and reused in between. Installed from outside the model while the
@@ -13,7 +13,8 @@ velocity of step ``i`` and it decides what to compute. ``DiffusionCache`` holds 
   last unconditional output instead (no compensation).
 - **MagCache**: a whole step's DiT call is skipped while the accumulated error estimate from the calibrated
   magnitude ratios of successive residuals (residual = DiT output - its input) stays under a threshold; the
-  skipped step's output is its input + the last computed residual, for each pass.
+  skipped step's output is its input + the last computed residual, for each pass. **TeaCache** does the same
+  from the accumulated relative L1 change of the first block's timestep-modulated input (``cache_skip``).
 
 Counting: ``CacheStats`` counts DiT calls and passes computed (a pass = one of cond / uncond over the batch), so the
 speed-up in DiT work is ``exact passes / computed passes``. With every cache off (period 1, threshold 0) the run
@@ -22,17 +23,17 @@ does exactly the exact loop's operations, so its result is bitwise the exact sam
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from wanmodel.accel.cache_config import (
-    CacheConfig,
-    cache_preset,
-    calibration_ratios,
-    step_range,
+from wanmodel.accel.cache_config import CacheConfig, cache_preset, step_range
+from wanmodel.accel.cache_skip import (
+    MagCacheSkipper,
+    TeaCacheSkipper,
+    interpolate_ratios,
 )
 
 __all__ = ["CacheStats", "DiTPasses", "DiffusionCache", "StepCache", "build_cache", "interpolate_ratios"]
@@ -138,21 +139,6 @@ class StepCache(Protocol):
     def end(self) -> None: ...
 
 
-def interpolate_ratios(ratios: Sequence[float], num_steps: int) -> list[float]:
-    """Calibrated per-step ratios resampled (linearly, over the fraction of sampling done) to ``num_steps``."""
-    ratios = [float(r) for r in ratios]
-    if len(ratios) == num_steps:
-        return ratios
-    if num_steps == 1:
-        return [ratios[0]]
-    out = []
-    for i in range(num_steps):
-        x = i * (len(ratios) - 1) / (num_steps - 1)
-        low = min(math.floor(x), len(ratios) - 2)
-        out.append(ratios[low] + (x - low) * (ratios[low + 1] - ratios[low]))
-    return out
-
-
 def block_flops(config: Any, tokens: int, rows: int) -> dict[str, float]:
     """Estimated multiply-add FLOPs (x2) of one block's parts for ``rows`` samples of ``tokens`` video tokens:
     ``self_attn`` (q, k, v, o and L^2 attention), ``cross_attn`` (q, o, text k/v and attention to ``text_len``
@@ -175,7 +161,7 @@ def _split_frequencies(delta: torch.Tensor, low_freq: float) -> tuple[torch.Tens
 
 
 class DiffusionCache:
-    """The three caches of ``CacheConfig`` for one run at a time (reusable: ``begin`` resets everything).
+    """The caches of ``CacheConfig`` for one run at a time (reusable: ``begin`` resets everything).
 
     ``record_residuals``: keep each computed step's conditional residual norm per sample (``residual_norms``),
     for MagCache calibration."""
@@ -204,15 +190,13 @@ class DiffusionCache:
         self._cfg_ref: torch.Tensor | None = None  # delta (fft/delta) or uncond (plain) of the last full step
         self._cfg_split: tuple[torch.Tensor, torch.Tensor] | None = None
         self._residual: dict[str, torch.Tensor] | None = None
-        self._acc_ratio, self._acc_err, self._acc_steps = 1.0, 0.0, 0
         self._flops: dict[str, float] | None = None
         self._calls_in_range: dict[str, int] = {}
-        mag = config.magcache
-        if mag.active:
-            ratios = mag.ratios if mag.ratios is not None else calibration_ratios(mag.calibration)
-            self._ratios = interpolate_ratios(ratios, num_steps)
-            self._mag_first = math.ceil(mag.retention * num_steps - 1e-9)
-            self._mag_last = num_steps - mag.keep_last
+        self._skippers: list[MagCacheSkipper | TeaCacheSkipper] = []
+        if config.magcache.active:
+            self._skippers.append(MagCacheSkipper(config.magcache, num_steps))
+        if config.teacache.active:
+            self._skippers.append(TeaCacheSkipper(config.teacache, num_steps, runner))
         if config.attention.active:
             self._install(runner.dit)
 
@@ -234,7 +218,7 @@ class DiffusionCache:
         if self._flops is None:
             self._flops = self._block_flops(latents)
         self.stats.flops_exact += len(runner.passes) * self._flops["total"]
-        if self._magcache_skips(index):
+        if self._skips(index, t, latents):
             self.stats.skipped_steps += 1
             self.stats.skipped.append(index)
             return runner.guide({p: latents + r for p, r in self._residual.items()})
@@ -278,21 +262,16 @@ class DiffusionCache:
         parts = block_flops(config, tokens, latents.shape[0])
         return {**parts, "total": blocks * sum(parts.values())}
 
-    # ------------------------------------------------------------------------------------------ MagCache
-    def _magcache_skips(self, index: int) -> bool:
-        mag = self.config.magcache
-        if not mag.active or self._residual is None or not self._mag_first <= index < self._mag_last:
+    # ------------------------------------------------------------------------------------------ step skipping
+    def _skips(self, index: int, t: torch.Tensor, latents: torch.Tensor) -> bool:
+        """MagCache / TeaCache: skip when every active policy agrees (each sees every step)."""
+        if not self._skippers:
             return False
-        self._acc_ratio *= self._ratios[index]
-        self._acc_err += abs(1.0 - self._acc_ratio)
-        self._acc_steps += 1
-        if self._acc_err < mag.threshold and self._acc_steps <= mag.max_skips:
-            return True
-        self._acc_ratio, self._acc_err, self._acc_steps = 1.0, 0.0, 0
-        return False
+        votes = [skipper.skips(index, t, latents, self._residual is not None) for skipper in self._skippers]
+        return all(votes)
 
     def _after_compute(self, index: int, latents: torch.Tensor, out: dict[str, torch.Tensor]) -> None:
-        if self.config.magcache.active:
+        if self._skippers:
             self._residual = {p: v - latents for p, v in out.items()}
         if self.record_residuals:
             residual = (out["cond"] - latents).flatten(1)

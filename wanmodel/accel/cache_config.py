@@ -2,7 +2,7 @@
 
 Step ranges are fractions of the run's step count, so one preset serves 8 steps or 50: step ``i`` of ``N`` is in a
 range ``[start, end)`` when ``start * N <= i < end * N``. A period of 1 (attention, CFG) or a threshold of 0
-(MagCache) switches that cache off: the run then gives exactly the exact sampler's result.
+(MagCache, TeaCache) switches that cache off: the run then gives exactly the exact sampler's result.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ATTENTION_MODULES", "CFG_COMPENSATIONS", "PRESETS_FILE", "AttentionCacheConfig", "CFGCacheConfig",
-           "CacheConfig", "MagCacheConfig", "cache_preset", "load_presets", "preset_names", "step_range"]
+           "CacheConfig", "MagCacheConfig", "TeaCacheConfig", "cache_preset", "load_presets", "preset_names",
+           "step_range"]
 
 PRESETS_FILE = Path(__file__).with_name("cache_presets.json")
 ATTENTION_MODULES = ("self_attn", "cross_attn")
@@ -138,8 +139,39 @@ class MagCacheConfig:
         return self.threshold > 0
 
 
+@dataclass(frozen=True)
+class TeaCacheConfig:
+    """Skip whole DiT calls while the accumulated relative L1 change of the first block's timestep-modulated
+    input, mapped through the polynomial ``coefficients`` (highest power first; ``calibrate_teacache`` fits them,
+    the default is the raw change), stays under ``threshold`` (TeaCache). A skipped step's output is its input +
+    the last computed residual, as in MagCache; the first ``retention`` fraction and the last ``keep_last`` steps
+    always run. With MagCache on as well, a step is skipped only when both agree. The indicator is computed on
+    this process's tokens: not for context-parallel runs (ranks could decide differently)."""
+
+    threshold: float = 0.0
+    retention: float = 0.2
+    keep_last: int = 1
+    coefficients: tuple[float, ...] = (1.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.threshold, (int, float)) or isinstance(self.threshold, bool) or self.threshold < 0:
+            raise ValueError(f"teacache.threshold must be >= 0 (0 = off), got {self.threshold!r}")
+        if not isinstance(self.retention, (int, float)) or not 0.0 <= self.retention <= 1.0:
+            raise ValueError(f"teacache.retention must be in [0, 1], got {self.retention!r}")
+        if not isinstance(self.keep_last, int) or isinstance(self.keep_last, bool) or self.keep_last < 0:
+            raise ValueError(f"teacache.keep_last must be an integer >= 0, got {self.keep_last!r}")
+        coefficients = tuple(self.coefficients)
+        if not coefficients or not all(isinstance(c, (int, float)) and math.isfinite(c) for c in coefficients):
+            raise ValueError(f"teacache.coefficients must be finite numbers, got {list(coefficients)}")
+        object.__setattr__(self, "coefficients", tuple(float(c) for c in coefficients))
+
+    @property
+    def active(self) -> bool:
+        return self.threshold > 0
+
+
 _SECTIONS: dict[str, type] = {"attention": AttentionCacheConfig, "cfg": CFGCacheConfig,
-                              "magcache": MagCacheConfig}
+                              "magcache": MagCacheConfig, "teacache": TeaCacheConfig}
 
 
 def _section(kind: type, name: str, data: Any) -> Any:
@@ -156,16 +188,18 @@ def _section(kind: type, name: str, data: Any) -> Any:
 
 @dataclass(frozen=True)
 class CacheConfig:
-    """All three caches of one run (each off by default); ``name`` is the preset's, for reports."""
+    """The caches of one run (each off by default); ``name`` is the preset's, for reports."""
 
     attention: AttentionCacheConfig = field(default_factory=AttentionCacheConfig)
     cfg: CFGCacheConfig = field(default_factory=CFGCacheConfig)
     magcache: MagCacheConfig = field(default_factory=MagCacheConfig)
+    teacache: TeaCacheConfig = field(default_factory=TeaCacheConfig)
     name: str = "custom"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], name: str = "custom") -> CacheConfig:
-        """``{"attention": {...}, "cfg": {...}, "magcache": {...}}`` (each optional); unknown keys are errors."""
+        """``{"attention": {...}, "cfg": {...}, "magcache": {...}, "teacache": {...}}`` (each optional); unknown
+        keys are errors."""
         if not isinstance(data, dict):
             raise TypeError(f"a cache config must be a mapping, got {type(data).__name__}")
         unknown = sorted(set(data) - set(_SECTIONS) - {"note"})
@@ -179,7 +213,7 @@ class CacheConfig:
 
     @property
     def active(self) -> bool:
-        return self.attention.active or self.cfg.active or self.magcache.active
+        return self.attention.active or self.cfg.active or self.magcache.active or self.teacache.active
 
 
 @lru_cache(maxsize=4)

@@ -1,9 +1,12 @@
-"""Choosing cache settings: MagCache calibration and a search over candidate caches on a validation prompt set.
+"""Choosing cache settings: MagCache / TeaCache calibration and a search over candidate caches on a validation
+prompt set (``tune_presets`` is the procedure behind ``cache_presets.json``; ``python -m wanmodel.accel.cache_tune``
+re-runs it on the tiny model).
 
-Both drive a pipeline (anything with ``generate(prompts, *, seed, cache, keep_decoded, **settings)`` returning a
+All drive a pipeline (anything with ``generate(prompts, *, seed, cache, keep_decoded, **settings)`` returning a
 ``GenerationResult``, e.g. ``WanT2VPipeline``). Quality is measured against the exact sampler on the same prompts
 and seeds: PSNR of the decoded videos (range [-1, 1], so peak-to-peak 2) and the latents' MSE; speed as the
-DiT passes the cache computed (``CacheStats.speedup``).
+DiT passes the cache computed (``CacheStats.speedup``) and the estimated block FLOPs (``flops_speedup``, which
+also credits the attention cache).
 """
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ import torch
 
 from wanmodel.accel.cache import DiffusionCache
 from wanmodel.accel.cache_config import CacheConfig
+from wanmodel.accel.cache_skip import modulated_input, relative_l1
 
-__all__ = ["CacheTrial", "calibrate_magcache", "evaluate_caches", "psnr", "tune_cache"]
+__all__ = ["CacheTrial", "calibrate_magcache", "calibrate_teacache", "evaluate_caches", "psnr", "tune_cache"]
 
 
 def psnr(reference: torch.Tensor, other: torch.Tensor, peak_to_peak: float = 2.0) -> float:
@@ -38,6 +42,42 @@ def calibrate_magcache(pipeline: Any, prompts: Sequence[str], *, seed: int | Seq
     if len(norms) < 2:
         raise ValueError("MagCache calibration needs at least 2 sampling steps")
     return [1.0] + [float((now / before.clamp_min(1e-12)).mean()) for before, now in itertools.pairwise(norms)]
+
+
+class _TeaCacheRecorder(DiffusionCache):
+    """An exact run that records, per step, the relative L1 change of TeaCache's indicator and of the conditional
+    DiT output."""
+
+    def __init__(self) -> None:
+        super().__init__(CacheConfig(name="off"))
+        self.changes: list[tuple[float, float]] = []
+        self._previous: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._indicator: torch.Tensor | None = None
+
+    def velocity(self, index: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        self._indicator = modulated_input(self.runner, t, latents)
+        return super().velocity(index, t, latents)
+
+    def _after_compute(self, index: int, latents: torch.Tensor, out: dict[str, torch.Tensor]) -> None:
+        super()._after_compute(index, latents, out)
+        now = (self._indicator, out["cond"])
+        if self._previous is not None:
+            self.changes.append((relative_l1(now[0], self._previous[0]), relative_l1(now[1], self._previous[1])))
+        self._previous = now
+
+
+def calibrate_teacache(pipeline: Any, prompts: Sequence[str], *, degree: int = 2, seed: int | Sequence[int] = 0,
+                       **settings: Any) -> tuple[float, ...]:
+    """TeaCache's rescaling polynomial (highest power first) from one exact run: a least-squares fit of the
+    output's relative L1 change between steps against the indicator's."""
+    recorder = _TeaCacheRecorder()
+    pipeline.generate(list(prompts), seed=seed, cache=recorder, **settings)
+    if len(recorder.changes) < degree + 1:
+        raise ValueError(f"a degree-{degree} TeaCache fit needs at least {degree + 2} sampling steps")
+    x, y = (torch.tensor(values, dtype=torch.float64) for values in zip(*recorder.changes))
+    design = torch.stack([x**power for power in range(degree, -1, -1)], dim=1)
+    solution = torch.linalg.lstsq(design, y[:, None]).solution[:, 0]
+    return tuple(float(c) for c in solution)
 
 
 @dataclass
@@ -99,18 +139,22 @@ _CFG_GRID = [{"period": p, "start": s, "end": 1.0, "compensation": c, "alpha": a
              for s in (0.3, 0.5, 0.7) for c, a in (("delta", 0.0), ("fft", 0.1), ("fft", 0.2), ("fft", -0.1))]
 _MAGCACHE_GRID = [{"threshold": t, "max_skips": k, "retention": r, "keep_last": 1}
                   for t in (0.02, 0.04, 0.06, 0.1, 0.15, 0.2, 0.3) for k in (2, 3, 4) for r in (0.1, 0.2)]
-# preset -> (family grid, PSNR floor in dB against the exact sampler)
-PRESET_FLOORS = {"attention": 30.0, "cfg": 30.0, "magcache-slow": 30.0, "magcache-fast": 24.0, "combined": 24.0}
+_TEACACHE_GRID = [{"threshold": t, "retention": r, "keep_last": 1} for t in (0.3, 0.5, 0.8, 1.0, 1.2, 1.5, 2.0)
+                  for r in (0.1, 0.2)]
+# preset -> PSNR floor in dB against the exact sampler
+PRESET_FLOORS = {"attention": 30.0, "cfg": 30.0, "magcache-slow": 30.0, "magcache-fast": 24.0, "teacache": 30.0,
+                 "combined": 24.0}
 
 
 def tune_presets(pipeline: Any, prompts: Sequence[str], *, calibration: str, seed: int | Sequence[int] = 0,
                  floors: dict[str, float] | None = None, **settings: Any) -> dict[str, Any]:
-    """Choose every preset on ``prompts`` (the procedure behind ``cache_presets.json``): calibrate MagCache, then
-    for each preset keep the fastest candidate of its grid within its PSNR floor (``PRESET_FLOORS``); ``combined``
-    searches the products of the chosen attention and cfg presets with each MagCache candidate. Returns the
-    presets file's content (``presets``, ``calibrations``, the trials' figures)."""
+    """Choose every preset on ``prompts`` (the procedure behind ``cache_presets.json``): calibrate MagCache and
+    TeaCache, then for each preset keep the fastest candidate of its grid within its PSNR floor
+    (``PRESET_FLOORS``); ``combined`` searches the products of the chosen attention and cfg presets with each
+    MagCache candidate. Returns the presets file's content (``presets``, ``calibrations``, the trials' figures)."""
     floors = {**PRESET_FLOORS, **(floors or {})}
     ratios = calibrate_magcache(pipeline, prompts, seed=seed, **settings)
+    coefficients = [round(c, 5) for c in calibrate_teacache(pipeline, prompts, seed=seed, **settings)]
     mag_grid = [{**m, "calibration": calibration} for m in _MAGCACHE_GRID]
     chosen: dict[str, dict[str, Any]] = {"off": {}}
     figures: dict[str, Any] = {}
@@ -129,6 +173,7 @@ def tune_presets(pipeline: Any, prompts: Sequence[str], *, calibration: str, see
     pick("cfg", [{"cfg": c} for c in _CFG_GRID])
     pick("magcache-slow", [{"magcache": m} for m in mag_grid])
     pick("magcache-fast", [{"magcache": m} for m in mag_grid])
+    pick("teacache", [{"teacache": {**t, "coefficients": coefficients}} for t in _TEACACHE_GRID])
     pick("combined", [{**chosen["attention"], **chosen["cfg"], "magcache": m} for m in mag_grid])
     return {"presets": chosen, "calibrations": {calibration: {"num_steps": len(ratios),
                                                               "ratios": [round(r, 5) for r in ratios]}},

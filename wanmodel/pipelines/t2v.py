@@ -155,8 +155,8 @@ class WanT2VPipeline:
         these [B, 16, T, h, w] instead of seeded noise. ``settings``: any ``SamplingSettings`` field (height,
         width, num_frames, num_steps, guidance_scale, shift, solver, spacing, fps). ``keep_decoded``: also return
         the float video (before uint8 rounding). ``cache``: a diffusion-cache preset name (``off``, ``attention``,
-        ``cfg``, ``magcache-fast``, ``magcache-slow``, ``combined``), ``CacheConfig`` or ``StepCache``
-        (``wanmodel.accel.cache``); None samples exactly.
+        ``cfg``, ``magcache-fast``, ``magcache-slow``, ``teacache``, ``combined``), ``CacheConfig`` or
+        ``StepCache`` (``wanmodel.accel.cache``); None samples exactly.
         """
         settings_ = self.settings(**settings)
         prompts_, used = self.prepare_prompts(prompts)
