@@ -44,7 +44,9 @@ def _check_period(owner: str, period: Any) -> None:
 class AttentionCacheConfig:
     """Recompute each block's attention output every ``period`` steps inside ``[start, end)``, reuse it in
     between (report section 4.4.2). ``modules``: ``self_attn`` and/or ``cross_attn`` of every block. With MagCache
-    on, "every ``period`` steps" counts the steps that call the DiT (the CFG cache's period too)."""
+    on, "every ``period`` steps" counts the steps that call the DiT (the CFG cache's period too). Memory: one
+    [B, L, dim] output per block, module and pass (the 1.3B at 480p x 81 frames in bf16: ~100 MB each, ~6 GB
+    for the self-attention of 30 blocks and both passes)."""
 
     period: int = 1
     start: float = 0.0
