@@ -6,6 +6,8 @@ Modules:
   skipping, as one ``StepCache`` per run that ``denoise(..., cache=)`` drives; their calibration and preset tuning.
 - ``fp8``: FP8 linear layers and 8-bit attention.
 - ``offload``: memory modes (text encoder on CPU, model and block offload).
+- ``options``: ``SpeedOptions`` (fp8, attention, offload) and ``apply_speed_options`` on a built pipeline.
+- ``quality``: the quality guard (latent MSE, PSNR of decoded frames against the exact sampler).
 
 Everything here runs with torch alone (the GPU box has nothing else); other packages are imported lazily.
 """
@@ -48,6 +50,7 @@ from wanmodel.accel.offload import (
     memory_table,
     on_device,
 )
+from wanmodel.accel.options import OFFLOAD_MODES, SpeedOptions, apply_speed_options
 
 __all__ = ["AttentionCacheConfig", "CFGCacheConfig", "CacheConfig", "CacheStats", "CacheTrial", "DiTPasses",
            "DiffusionCache", "MagCacheConfig", "StepCache", "TeaCacheConfig", "build_cache", "cache_preset",
@@ -56,3 +59,4 @@ __all__ = ["AttentionCacheConfig", "CFGCacheConfig", "CacheConfig", "CacheStats"
 __all__ += ["FP8_MODES", "FP8Linear", "quantize_linears", "set_attention_backend"]  # fp8
 __all__ += ["MEMORY_MODES", "BlockOffload", "MemoryEstimate", "enable_block_offload", "estimate_peak_memory",
             "memory_table", "on_device"]  # offload
+__all__ += ["OFFLOAD_MODES", "SpeedOptions", "apply_speed_options"]  # options

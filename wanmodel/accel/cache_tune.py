@@ -11,7 +11,6 @@ also credits the attention cache).
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +21,9 @@ import torch
 from wanmodel.accel.cache import DiffusionCache
 from wanmodel.accel.cache_config import CacheConfig
 from wanmodel.accel.cache_skip import modulated_input, relative_l1
+from wanmodel.accel.quality import psnr
 
 __all__ = ["CacheTrial", "calibrate_magcache", "calibrate_teacache", "evaluate_caches", "psnr", "tune_cache"]
-
-
-def psnr(reference: torch.Tensor, other: torch.Tensor, peak_to_peak: float = 2.0) -> float:
-    """PSNR in dB of ``other`` against ``reference`` (inf when equal); default range [-1, 1]."""
-    mse = float(((reference.double() - other.double()) ** 2).mean())
-    return math.inf if mse == 0 else 10.0 * math.log10(peak_to_peak**2 / mse)
 
 
 def calibrate_magcache(pipeline: Any, prompts: Sequence[str], *, seed: int | Sequence[int] = 0,
@@ -110,7 +104,7 @@ def evaluate_caches(pipeline: Any, prompts: Sequence[str], candidates: Sequence[
         cache = DiffusionCache(config)
         result = pipeline.generate(prompts, seed=seed, keep_decoded=True, cache=cache, **settings)
         stats = cache.stats
-        trials.append(CacheTrial(config=config, psnr=psnr(exact.decoded, result.decoded),
+        trials.append(CacheTrial(config=config, psnr=psnr(result.decoded, exact.decoded),
                                  latent_mse=float(((exact.latents - result.latents) ** 2).mean()),
                                  speedup=stats.speedup, flops_speedup=stats.flops_speedup,
                                  computed_passes=stats.computed_passes,
