@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 from pydantic import Field
 
 from bench.dimensions import DIMENSIONS
@@ -119,12 +118,3 @@ def bench_text(result: dict[str, Any]) -> str:
     return (f"[toy] Wan-Bench (uniform weights) weighted totals: {totals}\n{result['text']}\n"
             f"[toy] bench report: {result['report']['html']} (VBench-style JSON: {result['report']['json']})")
 
-
-def colour_rates(lake: str, run: str) -> float:
-    """Mean ``prompt_colour`` score of a run (ok rows)."""
-    from bench.summary import scores_of
-    from curation.lake import Lake
-
-    rows = [r for r in scores_of(Lake(lake), [run]).to_pylist()
-            if r["dimension"] == PromptColour.name and r["status"] == "ok"]
-    return float(np.mean([r["score"] for r in rows])) if rows else float("nan")
