@@ -74,12 +74,22 @@ def run_demo(args: argparse.Namespace) -> int:
           + ("  (a random-initialised CLIP also places unrelated clips this close)" if dedup["precision"] < 0.9
              else ""))
     if getattr(args, "no_toy", False):
-        return 0
+        return _stop_ray()
     print("[demo] the toy world: reference captions -> tiny VAE -> latent and text caches -> tiny DiT -> samples")
     from jobs.toy_world import run_toy_world
 
     figures = run_toy_world(out, cfg.lake, labels, getattr(args, "toy_config", None))
     print(figures.text())
+    return _stop_ray()
+
+
+def _stop_ray() -> int:
+    """Stop the embedded Ray the demo started, now: left to the interpreter's exit, a Ray Data executor of the VAE
+    run kept the process alive, printing progress, for up to a minute and a half after the last figure."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
     return 0
 
 
