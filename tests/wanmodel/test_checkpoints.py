@@ -40,14 +40,6 @@ from wanmodel.models.vae_adapters import diffusers_key, load_vae, save_vae, to_o
 Inputs = dict[str, torch.Tensor]
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, 2))
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------------------- model cases
 @dataclass(frozen=True)
 class ModelCase:

@@ -30,14 +30,6 @@ TINY = DiTConfig.named("tiny")
 TINY_I2V = DiTConfig.named("tiny-i2v")
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, 2))
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_model(config: DiTConfig, seed: int = 0) -> WanDiT:
     """Every parameter random (the released init zeroes the head, which would make outputs agree trivially)."""
     return randomize_(WanDiT(config), seed).eval()

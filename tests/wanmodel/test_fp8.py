@@ -25,14 +25,6 @@ SMALLEST_NORMAL = 2.0**-6  # of e4m3 (exponent bias 7)
 SUBNORMAL_HALF_STEP = 2.0**-10  # half the subnormal spacing 2^-9
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, 2))
-    yield
-    torch.set_num_threads(threads)
-
-
 def wide_range_matrix(rows: int, cols: int, seed: int) -> torch.Tensor:
     """Gaussian values times log-normal magnitudes (about 6 binades), so normal and subnormal e4m3 ranges both
     occur after scaling."""

@@ -9,6 +9,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from tests.wanmodel.test_fp8 import tiny_inputs
 from wanmodel.accel.fp8 import quantize_linears
 from wanmodel.accel.offload import (
     MEMORY_MODES,
@@ -24,26 +25,8 @@ from wanmodel.models.random_init import randomize_
 from wanmodel.models.vae import FeatureCache, WanVAE
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, 2))
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_dit(config: str = "tiny", seed: int = 0) -> WanDiT:
     return randomize_(WanDiT(DiTConfig.named(config, num_layers=3)), seed).eval()
-
-
-def tiny_inputs(config: DiTConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    inputs = {"x": torch.randn(2, 16, 3, 4, 6, generator=generator), "timestep": torch.tensor([900.0, 250.0]),
-              "context": torch.randn(2, 7, config.text_dim, generator=generator)}
-    if config.is_i2v:
-        inputs["clip_fea"] = torch.randn(2, 5, config.image_dim, generator=generator)
-        inputs["y"] = torch.randn(2, config.in_dim - 16, 3, 4, 6, generator=generator)
-    return inputs
 
 
 def _expected_events(layers: int, prefetch: bool) -> list[tuple[str, int]]:

@@ -36,7 +36,7 @@ def _i2v(tiny_dir: Path) -> WanI2VPipeline:
 
 def _stages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record which model each offload context was opened for (by its class), in order."""
-    import wanmodel.accel.offload as offload
+    from wanmodel.accel import offload
 
     seen: list[str] = []
     real = offload.on_device
