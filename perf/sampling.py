@@ -378,12 +378,16 @@ def _fmt(value: Any, spec: str) -> str:
     return "inf" if isinstance(value, float) and math.isinf(value) else format(value, spec)
 
 
+def _columns(row: dict[str, Any]) -> str:
+    """A measured mode's time, passes, memory and quality columns (the progress line's and the table's)."""
+    return (f"{row['mode']:<18} {row['video_s']:>9.3f} {row['step_s']:>9.4f} {row['dit_passes']:>7.1f} "
+            f"{row['peak_mb']:>9.1f} {_fmt(row.get('latent_mse'), '.3g'):>10} {_fmt(row.get('psnr_db'), '.2f'):>8}")
+
+
 def _line(row: dict[str, Any]) -> str:
     if not row["available"]:
         return f"{row['mode']:<18} not available: {row['reason']}"
-    return (f"{row['mode']:<18} {row['video_s']:>9.3f} {row['step_s']:>9.4f} {row['dit_passes']:>7.1f} "
-            f"{row['peak_mb']:>9.1f} {_fmt(row.get('latent_mse'), '.3g'):>10} {_fmt(row.get('psnr_db'), '.2f'):>8}"
-            f"{'  (extrapolated)' if row['extrapolated'] else ''}")
+    return _columns(row) + ("  (extrapolated)" if row["extrapolated"] else "")
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -397,9 +401,7 @@ def print_table(result: dict[str, Any]) -> None:
         if not row["available"]:
             print(f"{row['mode']:<18} not available: {row['reason'][:90]}")
             continue
-        print(f"{row['mode']:<18} {row['video_s']:>9.3f} {row['step_s']:>9.4f} {row['dit_passes']:>7.1f} "
-              f"{row['peak_mb']:>9.1f} {_fmt(row.get('latent_mse'), '.3g'):>10} {_fmt(row.get('psnr_db'), '.2f'):>8} "
-              f"{_fmt(row.get('speedup'), '.2f'):>8} {_fmt(row.get('dit_speedup'), '.2f'):>6} "
+        print(f"{_columns(row)} {_fmt(row.get('speedup'), '.2f'):>8} {_fmt(row.get('dit_speedup'), '.2f'):>6} "
               f"{_fmt(row.get('vs_diffusers_step'), '.2f'):>15}")
         for name, figure in (row.get("bench") or {}).items():
             print(f"{'':<18} bench {name}: " + (f"skipped ({figure['skipped'][:70]})" if "skipped" in figure else

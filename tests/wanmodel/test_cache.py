@@ -39,20 +39,6 @@ FLAT = tuple([1.0] * 10)  # MagCache ratios of 1: the error estimate stays 0, so
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared 2-core CI box
-    root = tmp_path_factory.mktemp("tiny_models")
-    build_tiny_models(root, "t2v")
-    return root
-
-
-@pytest.fixture(scope="module")
-def t2v(tiny: Path) -> WanT2VPipeline:
-    paths = build_tiny_models(tiny, "t2v")
-    return WanT2VPipeline.from_pretrained(paths.dit, paths.vae, paths.text_encoder)
-
-
-@pytest.fixture(scope="module")
 def exact(t2v: WanT2VPipeline) -> torch.Tensor:
     return t2v.generate(PROMPTS, seed=[1, 2], **SETTINGS).latents
 

@@ -31,21 +31,6 @@ PROMPTS = ["a corgi surfing a wave", "a red fox walking through fresh snow in a 
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared 2-core CI box
-    root = tmp_path_factory.mktemp("tiny_models")
-    build_tiny_models(root, "t2v")
-    build_tiny_models(root, "i2v")
-    return root
-
-
-@pytest.fixture(scope="module")
-def t2v(tiny: Path) -> WanT2VPipeline:
-    paths = build_tiny_models(tiny, "t2v")
-    return WanT2VPipeline.from_pretrained(paths.dit, paths.vae, paths.text_encoder)
-
-
-@pytest.fixture(scope="module")
 def i2v(tiny: Path) -> WanI2VPipeline:
     paths = build_tiny_models(tiny, "i2v")
     return WanI2VPipeline.from_pretrained(paths.dit, paths.vae, paths.text_encoder, image_encoder=paths.clip)
