@@ -88,34 +88,12 @@ class HashedText:
 
 
 # ------------------------------------------------------------------------------------------------ solver
-class EulerFlow:
-    """Flow-matching Euler with the ``scheduler.step`` interface, torch only: stands in for diffusers' schedulers
-    where diffusers is not installed. sigmas are ``sampling_sigmas`` (official grid) then 0; timesteps sigma x 1000."""
-
-    def __init__(self, num_steps: int, shift: float, device: Any = None) -> None:
-        from wanmodel.diffusion.schedulers import sampling_sigmas
-
-        sigmas = torch.tensor([*sampling_sigmas(num_steps, shift, "official").tolist(), 0.0], dtype=torch.float32)
-        self.sigmas = sigmas.to(device) if device is not None else sigmas
-        self.timesteps = self.sigmas[:-1] * 1000.0
-        self._index = 0
-
-    def step(self, velocity: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, return_dict: bool = False
-             ) -> tuple[torch.Tensor]:
-        sigma, following = self.sigmas[self._index], self.sigmas[self._index + 1]
-        self._index += 1
-        return (latents + (following - sigma) * velocity.float(),)
-
-
 def install_solver() -> str:
-    """'unipc' when diffusers is importable; else patch the sampler's ``prepare_scheduler`` with ``EulerFlow``."""
-    if importlib.util.find_spec("diffusers") is not None:
-        return "unipc"
-    from wanmodel.pipelines import common
+    """'unipc' when diffusers is importable; else 'euler-torch': the settings then ask for Euler, which
+    ``wanmodel.diffusion.schedulers.prepare_scheduler`` runs in torch alone (``TorchFlowEuler``)."""
+    from wanmodel.diffusion.schedulers import have_diffusers
 
-    common.prepare_scheduler = lambda solver, steps, shift, spacing="official", device=None, **_: EulerFlow(
-        steps, shift, device)
-    return "euler-torch"
+    return "unipc" if have_diffusers() else "euler-torch"
 
 
 # ------------------------------------------------------------------------------------------------ modes

@@ -16,7 +16,6 @@ This module reads and writes video with PyAV, so it lives outside the torch-only
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from fractions import Fraction
@@ -69,9 +68,10 @@ def write_video(path: str | Path, frames: np.ndarray, fps: Fraction, crf: int = 
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    """PSNR in dB of uint8 arrays over every element (inf when identical)."""
-    mse = np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    """PSNR in dB of uint8 arrays over every element (inf when identical): the quality guard's."""
+    from wanmodel.accel.quality import psnr as quality_psnr
+
+    return quality_psnr(test, reference, data_range=255.0)
 
 
 def _parse_size(size: str | int | tuple[int, int] | None) -> tuple[int, int] | None:

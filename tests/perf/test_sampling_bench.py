@@ -71,10 +71,9 @@ def test_bench_dimensions_score_both_sets() -> None:
 # ------------------------------------------------------------------------------------------- the benchmark
 def test_torch_euler_stand_in_equals_the_diffusers_euler_scheduler() -> None:
     """The solver perf.sampling uses where diffusers is absent steps exactly as diffusers' Euler on the same grid."""
-    from perf.sampling_modes import EulerFlow
-    from wanmodel.diffusion.schedulers import prepare_scheduler
+    from wanmodel.diffusion.schedulers import TorchFlowEuler, prepare_scheduler
 
-    ours, reference = EulerFlow(6, 3.0), prepare_scheduler("euler", 6, 3.0, spacing="official")
+    ours, reference = TorchFlowEuler(6, 3.0), prepare_scheduler("euler", 6, 3.0, spacing="official")
     torch.testing.assert_close(ours.timesteps, reference.timesteps.float(), rtol=1e-6, atol=1e-4)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(1, 4, 2, 2, generator=generator)

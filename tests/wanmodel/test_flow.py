@@ -171,3 +171,22 @@ def test_scheduler_bad_inputs() -> None:
     with pytest.raises(ValueError, match="shift"):
         prepare_scheduler("euler", 10, -1.0)
     assert math.isfinite(sampling_sigmas(1, 5.0)[0])
+
+
+def test_euler_without_diffusers_is_the_torch_solver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a box without diffusers (the bare GPU box) Euler on the official grid still samples: the torch solver
+    steps as diffusers' Euler does."""
+    from wanmodel.diffusion import schedulers
+
+    for spacing in ("official",):
+        reference = schedulers.prepare_scheduler("euler", 5, 3.0, spacing=spacing)
+        with monkeypatch.context() as patch:
+            patch.setattr(schedulers, "have_diffusers", lambda: False)
+            ours = schedulers.prepare_scheduler("euler", 5, 3.0, spacing=spacing)
+        assert isinstance(ours, schedulers.TorchFlowEuler)
+        torch.testing.assert_close(ours.sigmas, reference.sigmas.float(), rtol=0, atol=1e-6)
+        x, y = torch.ones(1, 2, 2, 2), torch.ones(1, 2, 2, 2)
+        for t in reference.timesteps:
+            velocity = torch.full_like(x, 0.5)
+            x, y = ours.step(velocity, t, x)[0], reference.step(velocity, t, y, return_dict=False)[0]
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-6)

@@ -9,10 +9,12 @@ on the shifted grid ``sigma' = s * sigma / (1 + (s - 1) * sigma)``. Two base gri
   ``WanPipeline`` runs (for UniPC ``linspace(1, 1/1000, steps + 1)[:steps]``).
 
 The DiT receives the scheduler's ``timesteps`` (UniPC: ``int(sigma * 1000)``, as both reference pipelines do;
-Euler: ``sigma * 1000``). diffusers is imported only when a scheduler is built.
+Euler: ``sigma * 1000``). diffusers is imported only when a scheduler is built; without it, Euler is
+``TorchFlowEuler`` (torch only).
 """
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Literal
 
 import numpy as np
@@ -78,13 +80,39 @@ def make_scheduler(solver: Solver = "unipc", shift: float = 5.0, *, solver_order
     return schedulers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps, shift=shift)
 
 
+class TorchFlowEuler:
+    """Flow-matching Euler with the diffusers scheduler interface (``timesteps``, ``sigmas``, ``step``), torch only:
+    what ``prepare_scheduler("euler", ..., spacing="official")`` returns where diffusers is not installed (the bare
+    GPU box). Visits ``sampling_sigmas`` then 0, timesteps sigma x 1000: the steps of
+    ``FlowMatchEulerDiscreteScheduler`` on that grid (tested)."""
+
+    def __init__(self, num_steps: int, shift: float, *, device: torch.device | str | None = None) -> None:
+        sigmas = torch.tensor([*sampling_sigmas(num_steps, shift, "official").tolist(), 0.0], dtype=torch.float32)
+        self.sigmas = sigmas.to(device) if device is not None else sigmas
+        self.timesteps = self.sigmas[:-1] * float(NUM_TRAIN_TIMESTEPS)
+        self._index = 0
+
+    def step(self, velocity: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, return_dict: bool = False
+             ) -> tuple[torch.Tensor]:
+        sigma, following = self.sigmas[self._index], self.sigmas[self._index + 1]
+        self._index += 1
+        return (latents + (following - sigma) * velocity.float(),)
+
+
+def have_diffusers() -> bool:
+    return importlib.util.find_spec("diffusers") is not None
+
+
 def prepare_scheduler(solver: Solver, num_steps: int, shift: float, *, spacing: Spacing = "official",
                       device: torch.device | str | None = None, solver_order: int = 2) -> Any:
     """A scheduler of ``solver`` with its ``num_steps`` timesteps set on the chosen grid, ready for ``step``.
 
-    ``scheduler.timesteps`` [num_steps] feed the DiT; ``scheduler.sigmas`` [num_steps + 1] end with 0.
+    ``scheduler.timesteps`` [num_steps] feed the DiT; ``scheduler.sigmas`` [num_steps + 1] end with 0. Euler on
+    the official grid without diffusers installed is ``TorchFlowEuler``; UniPC and diffusers' own grid need diffusers.
     """
     _check(solver, num_steps, shift, spacing)
+    if solver == "euler" and spacing == "official" and not have_diffusers():
+        return TorchFlowEuler(num_steps, shift, device=device)
     scheduler = make_scheduler(solver, shift, solver_order=solver_order)
     if spacing == "official":
         # Both schedulers apply their configured shift to the sigmas they are given.
