@@ -308,7 +308,6 @@ def validation_loss(model: Any, lake: str, *, sigmas: list[float], seed: int) ->
     import torch
 
     from wanmodel.diffusion.flow_matching import flow_matching_loss
-    from wanmodel.models.vae_config import normalize_latents
     from wanmodel.train.dit_data import LatentIndex, LatentStore, TextStore
 
     val = Lake(lake)
@@ -321,8 +320,8 @@ def validation_loss(model: Any, lake: str, *, sigmas: list[float], seed: int) ->
     total, count = 0.0, 0
     for b, bucket in enumerate(buckets):
         rows = index.by_bucket[bucket]
-        mean, _ = store.read(rows)
-        x0 = normalize_latents(mean).repeat(len(sigmas), *([1] * (mean.ndim - 1)))
+        mean = store.read(rows).normalized_sample(None)
+        x0 = mean.repeat(len(sigmas), *([1] * (mean.ndim - 1)))
         sigma = torch.tensor(sigmas, dtype=torch.float32).repeat_interleave(len(rows))
         context = text.batch([index.rows[i].text_key for i in rows]).repeat(len(sigmas), 1, 1)
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + b))
@@ -375,16 +374,16 @@ def sample_images(dit_path: str, vae: str, text_encoder: str, prompts: list[str]
 
 def training_latents(lake: Lake, captions: dict[str, tuple[str, str, str]]) -> tuple[np.ndarray, list[str]]:
     """Channel means of the training clips' normalised posterior means [N, C], and each clip's colour."""
-    import torch
+    from wanmodel.train.dit_data import LatentIndex, LatentStore
 
-    from wanmodel.models.vae_config import normalize_latents
-    from wanmodel.train.dit_data import tensor_from_bytes
-
-    rows = lake.read("latents", columns=["clip_id", "mean", "shape", "dtype"], filter="status = 'ok'").to_pylist()
-    rows = [r for r in rows if r["clip_id"] in captions]
-    means = [normalize_latents(tensor_from_bytes(r["mean"], r["shape"], r["dtype"])[None])[0] for r in rows]
-    vectors = torch.stack([m.flatten(1).mean(1) for m in means]).numpy()
-    return vectors, [captions[r["clip_id"]][1] for r in rows]
+    ok = lake.read("latents", columns=["latent_id", "clip_id", "bucket"], filter="status = 'ok'").to_pylist()
+    clip_of = {r["latent_id"]: r["clip_id"] for r in ok}
+    index = LatentIndex.from_lake(lake, sorted({r["bucket"] for r in ok}))
+    keep = [i for i, row in enumerate(index.rows) if clip_of[row.latent_id] in captions]
+    store = LatentStore(lake, index)  # one row at a time: buckets differ in shape
+    latents = [store.read([i]).normalized_sample(None)[0] for i in keep]  # the trainer's normalisation
+    vectors = np.stack([z.flatten(1).mean(1).numpy() for z in latents])
+    return vectors, [captions[clip_of[index.rows[i].latent_id]][1] for i in keep]
 
 
 def latent_figures(samples: Samples, colours: dict[str, str], train: tuple[np.ndarray, list[str]]

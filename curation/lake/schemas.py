@@ -374,6 +374,10 @@ LATENTS = pa.schema(
         pa.field("mean", pa.large_binary()),  # posterior mean, [C, F, H, W], not normalised
         pa.field("logvar", pa.large_binary()),  # posterior log-variance, same shape and dtype
         *_TENSOR,
+        # the encoding VAE's per-channel latent statistics (VAEConfig.latents_mean / latents_std): the trainer
+        # normalises each row with its own VAE's, (z - mean) / std
+        pa.field("latents_mean", pa.list_(pa.float32())),
+        pa.field("latents_std", pa.list_(pa.float32())),
         pa.field("num_frames", pa.int32()),  # pixel frames encoded (1 for an image)
         pa.field("height", pa.int32()),  # pixel size encoded (the bucket's)
         pa.field("width", pa.int32()),

@@ -124,6 +124,11 @@ def test_encode_local_known_answers_and_rerun(curated_lake, tiny_models, tmp_pat
         torch.testing.assert_close(mean, expected, atol=1e-4, rtol=1e-4)
         logvar = from_bytes(r["logvar"], r["shape"], r["dtype"])
         assert torch.isfinite(logvar).all() and not torch.equal(logvar, mean)
+    # every row carries its VAE's latent statistics (what the trainer normalises it with)
+    from wanmodel.models.vae_adapters import load_vae
+
+    stats = [torch.tensor(v, dtype=torch.float32).tolist() for v in load_vae(tiny_models / "vae").config.latent_stats]
+    assert all([r["latents_mean"], r["latents_std"]] == stats for r in rows)
     # each distinct caption has one embedding row, equal to umT5 run directly
     embeddings = {e["text_key"]: e for e in lake.read("text_embeddings").to_pylist()}
     assert len(embeddings) == len({r["caption"] for r in rows}) == 3

@@ -415,3 +415,21 @@ def test_flf2v_needs_first_last_frame_conditions(flf2v: WanI2VPipeline, i2v: Wan
         flf2v.generate(PROMPTS[:1], [image], last_images=[image], clip_features=torch.zeros(1, 17, 32), **FLF_SMALL)
     assert not i2v.first_last_frame and i2v.task == "i2v"  # an i2v DiT keeps one frame's tokens
     assert i2v.image_features([FrameCondition.first_last(image, image)]).shape == (1, 17, 32)
+
+
+def test_decoding_uses_the_vaes_own_latent_statistics() -> None:
+    """A VAE with statistics of its own (trained here) decodes the DiT's latents with them, not the release's."""
+    from dataclasses import replace
+
+    from wanmodel.models.vae import WanVAE, denormalize_latents
+    from wanmodel.pipelines.common import decode_latents
+
+    torch.manual_seed(0)
+    vae = WanVAE("tiny").eval()
+    vae.config = replace(vae.config, latents_mean=tuple(0.1 * i for i in range(16)), latents_std=(0.3,) * 16)
+    z = torch.randn(1, 16, 1, 2, 2)
+    with torch.no_grad():
+        expected = vae.decode(z * 0.3 + torch.arange(16).view(1, 16, 1, 1, 1) * 0.1, clamp=True)
+        released = vae.decode(denormalize_latents(z), clamp=True)
+    torch.testing.assert_close(decode_latents(vae, z), expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(decode_latents(vae, z), released, atol=1e-3)

@@ -208,6 +208,32 @@ def test_latent_normalization_round_trip():
         normalize_latents(torch.zeros(1, 8, 1, 1, 1))
 
 
+def test_latent_statistics_travel_with_the_vae_config(tmp_path):
+    """``latents_mean`` / ``latents_std`` default to the release's (z_dim 16) or 0 / 1, are checked, normalise
+    per channel or per sample, and survive both save layouts (diffusers' AutoencoderKLWan keys)."""
+    from wanmodel.models.vae_adapters import load_vae, save_vae
+
+    assert TINY.latent_stats == (LATENT_MEAN, LATENT_STD)
+    assert VAEConfig(base_dim=8, z_dim=4).latent_stats == ((0.0,) * 4, (1.0,) * 4)
+    with pytest.raises(ValueError, match="latents_mean needs 16 finite"):
+        VAEConfig(base_dim=8, latents_mean=(0.0,) * 3)
+    with pytest.raises(ValueError, match="latents_std must be positive"):
+        VAEConfig(base_dim=8, latents_std=(0.0,) * 16)
+    stats = (tuple(float(i) for i in range(16)), tuple(0.5 + i / 8 for i in range(16)))
+    config = VAEConfig(base_dim=8, latents_mean=stats[0], latents_std=stats[1])
+    latents = torch.randn(2, 16, 2, 3, 3)
+    torch.testing.assert_close(normalize_latents(latents, config.latent_stats)[:, 5], (latents[:, 5] - 5.0) / 1.125)
+    per_sample = (torch.tensor([stats[0], LATENT_MEAN]), torch.tensor([stats[1], LATENT_STD]))
+    mixed = normalize_latents(latents, per_sample)
+    torch.testing.assert_close(mixed[0], normalize_latents(latents[:1], stats)[0])
+    torch.testing.assert_close(mixed[1], normalize_latents(latents[1:])[0])
+    torch.testing.assert_close(denormalize_latents(mixed, per_sample), latents)
+    torch.manual_seed(0)
+    vae = WanVAE(config)
+    for layout in ("ours", "diffusers"):
+        assert load_vae(save_vae(vae, tmp_path / layout, layout=layout)).config == config
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="temperal_downsample"):
         VAEConfig(temperal_downsample=(True,))

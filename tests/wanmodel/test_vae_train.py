@@ -111,6 +111,35 @@ def test_image_stage_then_inflated_video_stage(small_lake: Path, tmp_path: Path)
                               atol=1e-4)
 
 
+def test_checkpoint_carries_measured_latent_statistics(small_lake: Path, tmp_path: Path) -> None:
+    """A VAE trained from scratch stores the per-channel statistics of its posterior means on the first training
+    clips (``latent_stats: auto``), so its latents normalise to zero mean and unit spread; ``keep`` leaves the
+    release's, and fine-tuning from a checkpoint keeps that checkpoint's."""
+    from wanmodel.models.vae import LATENT_MEAN, normalize_latents
+    from wanmodel.models.vae_adapters import load_vae
+    from wanmodel.train.vae_data import VAEData
+
+    cfg = VAETrainConfig(lake=str(small_lake), phase="image", steps=2, checkpoint_dir=str(tmp_path / "a"),
+                         perceptual_weight=0.0, latent_stats_clips=6, **TINY)
+    result = train_vae(cfg)
+    saved = load_vae(result.checkpoint)
+    assert saved.config.latents_mean != LATENT_MEAN
+    from wanmodel.data.clips import read_clip_records, split_records
+
+    records, _ = split_records(read_clip_records(str(small_lake)), 0, 0)
+    videos = VAEData(records, num_frames=1, size=(32, 32), batch_size=2, seed=0).first_windows(6)
+    with torch.no_grad():
+        z = normalize_latents(torch.cat([saved.encode(v[None]).mean for v in videos]), saved.config.latent_stats)
+    flat = z.transpose(0, 1).flatten(1)
+    torch.testing.assert_close(flat.mean(1), torch.zeros(16), atol=1e-4, rtol=0)
+    torch.testing.assert_close(flat.std(1), torch.ones(16), atol=1e-4, rtol=0)
+    kept = train_vae(cfg.model_copy(update={"checkpoint_dir": str(tmp_path / "b"), "latent_stats": "keep"}))
+    assert load_vae(kept.checkpoint).config.latents_mean == LATENT_MEAN
+    tuned = train_vae(cfg.model_copy(update={"checkpoint_dir": str(tmp_path / "c"), "steps": 1,
+                                             "init_checkpoint": str(tmp_path / "a")}))
+    assert load_vae(tuned.checkpoint).config.latent_stats == saved.config.latent_stats
+
+
 def test_gan_phase_updates_discriminator(small_lake: Path) -> None:
     cfg = VAETrainConfig(lake=str(small_lake), phase="gan", steps=4, gan_start_step=1, perceptual_weight=0.0,
                          disc_channels=8, disc_layers=2, **TINY)

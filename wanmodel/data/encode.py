@@ -17,8 +17,9 @@ the lake driver (``curation.lake.driver.LakeJob``), each with its own ``runs`` r
 
 **Sample policy.** A row stores the posterior ``mean`` and ``logvar`` ([C, F, H, W], not normalised). The trainer
 draws a fresh ``z = mean + exp(logvar / 2) * eps`` at every step (``eps`` from its own seeded generator, so resume
-stays exact) and then normalises with the VAE's latent statistics (``wanmodel.models.vae_config.normalize_latents``:
-``(z - LATENT_MEAN) / LATENT_STD`` per channel) before the flow-matching loss.
+stays exact) and then normalises with the encoding VAE's latent statistics, which every row carries
+(``latents_mean`` / ``latents_std``, from the VAE's config: ``(z - mean) / std`` per channel,
+``wanmodel.models.vae_config.normalize_latents``) before the flow-matching loss.
 
 Both tables are resumable: the driver computes only keys not yet written, commits every ``commit_every`` clips,
 and a run killed at any point (kill -9 included) re-runs only what is missing, never writing a key twice.

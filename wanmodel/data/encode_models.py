@@ -28,6 +28,8 @@ ENCODED = pa.schema([
     pa.field("logvar", pa.large_binary()),
     pa.field("shape", pa.list_(pa.int32())),
     pa.field("dtype", pa.string()),
+    pa.field("latents_mean", pa.list_(pa.float32())),  # the encoding VAE's latent statistics (VAEConfig)
+    pa.field("latents_std", pa.list_(pa.float32())),
     pa.field("status", pa.string(), nullable=False),
     pa.field("error", pa.string()),
     pa.field("encoded_at", pa.timestamp("us", tz="UTC")),
@@ -100,11 +102,12 @@ class LatentEncoder:
             return [{"latent_id": r["latent_id"], "status": STATUS_ERROR, "error": f"vae: {type(e).__name__}: {e}"}
                     for r in rows]
         out = []
+        stats_mean, stats_std = (list(v) for v in self.vae.config.latent_stats)
         for r, mean, logvar in zip(rows, post.mean, post.logvar):
             m, shape, dtype = to_bytes(mean, self.settings.store_dtype)
             lv, _, _ = to_bytes(logvar, self.settings.store_dtype)
             out.append({"latent_id": r["latent_id"], "mean": m, "logvar": lv, "shape": shape, "dtype": dtype,
-                        "status": STATUS_OK, "error": None})
+                        "latents_mean": stats_mean, "latents_std": stats_std, "status": STATUS_OK, "error": None})
         return out
 
 

@@ -1,11 +1,17 @@
 """The Wan-VAE's shape and its latent conventions: ``VAEConfig`` and its presets, the 1 + 4k frame rule, the
-latent posterior, and the released per-channel latent statistics that normalise latents for the DiT.
+latent posterior, and the per-channel latent statistics that normalise latents for the DiT.
+
+The statistics belong to the VAE that made the latents: ``VAEConfig.latents_mean`` / ``latents_std`` (diffusers'
+``AutoencoderKLWan`` keys), the released values by default. A VAE trained from scratch has latents of its own
+scale (the VAE trainer measures them, ``wanmodel.train.vae``); normalising those with the release's numbers would
+hand the DiT latents whose content is a few percent of their variance.
 
 Split out of ``vae.py`` (the network itself); ``wanmodel.models.vae`` re-exports every name here.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -44,9 +50,14 @@ class VAEConfig:
     num_res_blocks: int = 2
     temperal_downsample: tuple[bool, ...] = (False, True, True)
     dropout: float = 0.0
+    # per-channel statistics of the posterior means (normalize_latents); None: the release's for z_dim 16,
+    # else 0 / 1 (no normalisation)
+    latents_mean: tuple[float, ...] | None = None
+    latents_std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dim_mult", tuple(int(m) for m in self.dim_mult))
+        self._set_latent_stats()
         object.__setattr__(self, "temperal_downsample", tuple(bool(t) for t in self.temperal_downsample))
         for name in ("base_dim", "z_dim", "num_res_blocks"):
             value = getattr(self, name)
@@ -62,6 +73,25 @@ class VAEConfig:
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"VAEConfig.dropout must be in [0, 1), got {self.dropout!r}")
 
+    def _set_latent_stats(self) -> None:
+        release = self.z_dim == len(LATENT_MEAN)
+        mean = self.latents_mean if self.latents_mean is not None else (LATENT_MEAN if release else (0.0,) * self.z_dim)
+        std = self.latents_std if self.latents_std is not None else (LATENT_STD if release else (1.0,) * self.z_dim)
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        for name, values in (("latents_mean", mean), ("latents_std", std)):
+            if len(values) != self.z_dim or not all(torch.isfinite(torch.tensor(values))):
+                raise ValueError(f"VAEConfig.{name} needs {self.z_dim} finite values (one per latent channel), "
+                                 f"got {list(values)}")
+        if min(std) <= 0:
+            raise ValueError(f"VAEConfig.latents_std must be positive, got {list(std)}")
+        object.__setattr__(self, "latents_mean", mean)
+        object.__setattr__(self, "latents_std", std)
+
+    @property
+    def latent_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(latents_mean, latents_std): what ``normalize_latents`` takes."""
+        return self.latents_mean, self.latents_std  # type: ignore[return-value]
+
     @property
     def temporal_factor(self) -> int:
         """Frames per latent frame after the first (4 for Wan 2.1)."""
@@ -76,6 +106,8 @@ class VAEConfig:
         data = asdict(self)
         data["dim_mult"] = list(self.dim_mult)
         data["temperal_downsample"] = list(self.temperal_downsample)
+        data["latents_mean"] = list(self.latent_stats[0])
+        data["latents_std"] = list(self.latent_stats[1])
         return data
 
     @classmethod
@@ -130,22 +162,30 @@ class LatentPosterior(NamedTuple):
         return self.mean + std * noise
 
 
-def _latent_stats(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if latents.ndim != 5 or latents.shape[1] != len(LATENT_MEAN):
-        raise ValueError(f"expected latents (B, {len(LATENT_MEAN)}, T, H, W), got {tuple(latents.shape)}")
-    shape = (1, len(LATENT_MEAN), 1, 1, 1)
-    mean = torch.tensor(LATENT_MEAN, device=latents.device, dtype=latents.dtype).view(shape)
-    std = torch.tensor(LATENT_STD, device=latents.device, dtype=latents.dtype).view(shape)
-    return mean, std
+Stats = tuple[Sequence[float] | torch.Tensor, Sequence[float] | torch.Tensor]
 
 
-def normalize_latents(latents: torch.Tensor) -> torch.Tensor:
-    """VAE mean latents -> the unit-scale latents the DiT sees: (z - mean) / std per channel."""
-    mean, std = _latent_stats(latents)
+def _latent_stats(latents: torch.Tensor, stats: Stats | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) broadcastable to ``latents`` [B, C, T, H, W]: from ``stats`` (per channel [C], or per sample
+    [B, C]), else the release's."""
+    mean, std = stats if stats is not None else (LATENT_MEAN, LATENT_STD)
+    mean = torch.as_tensor(mean, dtype=latents.dtype, device=latents.device)
+    std = torch.as_tensor(std, dtype=latents.dtype, device=latents.device)
+    if latents.ndim != 5 or latents.shape[1] != mean.shape[-1] or mean.shape != std.shape:
+        raise ValueError(f"expected latents (B, {mean.shape[-1]}, T, H, W) for statistics of shape "
+                         f"{tuple(mean.shape)}, got {tuple(latents.shape)}")
+    shape = (-1, mean.shape[-1], 1, 1, 1)
+    return mean.reshape(shape), std.reshape(shape)
+
+
+def normalize_latents(latents: torch.Tensor, stats: Stats | None = None) -> torch.Tensor:
+    """VAE mean latents -> the unit-scale latents the DiT sees: (z - mean) / std per channel. ``stats``: the
+    encoding VAE's (``VAEConfig.latent_stats``; or per sample, [B, C] each); default the release's."""
+    mean, std = _latent_stats(latents, stats)
     return (latents - mean) / std
 
 
-def denormalize_latents(latents: torch.Tensor) -> torch.Tensor:
+def denormalize_latents(latents: torch.Tensor, stats: Stats | None = None) -> torch.Tensor:
     """Inverse of ``normalize_latents``: DiT latents -> VAE latents, z * std + mean."""
-    mean, std = _latent_stats(latents)
+    mean, std = _latent_stats(latents, stats)
     return latents * std + mean

@@ -288,7 +288,7 @@ def decode_latents(vae: WanVAE, latents: torch.Tensor) -> torch.Tensor:
     videos = []
     with torch.no_grad():
         for sample in latents:
-            raw = denormalize_latents(sample[None].to(device=vae_device, dtype=torch.float32))
+            raw = denormalize_latents(sample[None].to(device=vae_device, dtype=torch.float32), vae.config.latent_stats)
             videos.append(vae.decode(raw.to(vae_dtype), clamp=True).float().cpu())
     return torch.cat(videos)
 

@@ -185,7 +185,7 @@ class WanI2VPipeline(WanT2VPipeline):
             video, known = cond.build(settings.num_frames, settings.height, settings.width)
             with torch.no_grad():
                 latents = self.vae.encode(video[None].to(device=vae_device, dtype=vae_dtype)).mean
-            latents = normalize_latents(latents.float())[0].to(self.device)
+            latents = normalize_latents(latents.float(), self.vae.config.latent_stats)[0].to(self.device)
             ys.append(torch.cat([latent_frame_mask(known, lat_h, lat_w).to(self.device), latents]))
         return torch.stack(ys)
 

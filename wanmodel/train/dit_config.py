@@ -60,7 +60,7 @@ class DiTTrainConfig(Strict):
     model: str = "tiny"  # DiTConfig preset
     model_overrides: dict[str, Any] = Field(default_factory=dict)
     attention_backend: str = "sdpa"
-    normalize_latents: bool = True  # (z - LATENT_MEAN) / LATENT_STD, the released VAE's statistics
+    normalize_latents: bool = True  # (z - mean) / std with each row's VAE statistics (latents_mean / latents_std)
     caption_dropout: float = Field(0.0, ge=0, lt=1)  # share of samples trained on the empty prompt (for CFG)
     empty_text_key: str | None = None  # text_embeddings key of the empty prompt; needed when caption_dropout > 0
     steps: int = Field(gt=0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +37,8 @@ __all__ = [
     "EpochPlan",
     "IndexRow",
     "LatentIndex",
+    "LatentStore",
+    "Posterior",
     "StageData",
     "TextStore",
     "TrainData",
@@ -122,22 +125,48 @@ def _check_fits(bucket: str, shape: tuple[int, ...], in_dim: int, patch: Sequenc
 
 
 # ------------------------------------------------------------------------------------------- tensors and text
+class Posterior(NamedTuple):
+    """The posterior of some rows, and each row's latent statistics (its VAE's, [B, C] each)."""
+
+    mean: torch.Tensor
+    logvar: torch.Tensor
+    stats: tuple[torch.Tensor, torch.Tensor]
+
+    def normalized_sample(self, eps: torch.Tensor | None) -> torch.Tensor:
+        """``z = mean + exp(logvar / 2) * eps`` (the mean when ``eps`` is None), normalised with the rows'
+        statistics: what the DiT trains on."""
+        from wanmodel.models.vae_config import normalize_latents
+
+        z = self.mean if eps is None else self.mean + torch.exp(0.5 * self.logvar) * eps
+        return normalize_latents(z, self.stats)
+
+
 class LatentStore:
     """Reads the posterior of given rows from ``latents`` (one Lance version for the whole run)."""
+
+    COLUMNS = ["mean", "logvar", "shape", "dtype", "latents_mean", "latents_std"]
 
     def __init__(self, lake: Lake, index: LatentIndex) -> None:
         self.dataset = lake.dataset("latents")
         ids = self.dataset.to_table(columns=["latent_id"]).column("latent_id").to_pylist()
         position = {k: i for i, k in enumerate(ids)}
         self.offsets = [position[row.latent_id] for row in index.rows]
+        names = set(self.dataset.schema.names)
+        # a table written before rows carried their statistics: the release's (the only VAE it could have been)
+        self.columns = [c for c in self.COLUMNS if c in names]
 
-    def read(self, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        table = self.dataset.take([self.offsets[i] for i in rows], columns=["mean", "logvar", "shape", "dtype"])
-        means, logvars = [], []
+    def read(self, rows: Sequence[int]) -> Posterior:
+        from wanmodel.models.vae_config import LATENT_MEAN, LATENT_STD
+
+        table = self.dataset.take([self.offsets[i] for i in rows], columns=self.columns)
+        means, logvars, stat_means, stat_stds = [], [], [], []
         for rec in table.to_pylist():
             means.append(tensor_from_bytes(rec["mean"], rec["shape"], rec["dtype"]))
             logvars.append(tensor_from_bytes(rec["logvar"], rec["shape"], rec["dtype"]))
-        return torch.stack(means), torch.stack(logvars)
+            stat_means.append(rec.get("latents_mean") or LATENT_MEAN)
+            stat_stds.append(rec.get("latents_std") or LATENT_STD)
+        stats = (torch.tensor(stat_means, dtype=torch.float32), torch.tensor(stat_stds, dtype=torch.float32))
+        return Posterior(torch.stack(means), torch.stack(logvars), stats)
 
 
 class TextStore:
@@ -218,19 +247,18 @@ class TrainData:
         self.text = TextStore(lake, index, text_dim, text_len, [empty_text_key] if caption_dropout > 0 else [])
 
     def inputs(self, step: int, timesteps: object) -> StepInputs:
-        from wanmodel.models.vae_config import normalize_latents
-
         batch = self.plan.batch(step)
         mine = batch.rows[self.lo:self.lo + self.local]
-        mean, logvar = self.latents.read(mine)
+        posterior = self.latents.read(mine)
         g = _step_generator(self.seed, step)
-        shape = (len(batch.rows), *mean.shape[1:])
+        shape = (len(batch.rows), *posterior.mean.shape[1:])
         eps, noise = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
         sigma = timesteps.sample(len(batch.rows), generator=g)  # type: ignore[attr-defined]
         part = slice(self.lo, self.lo + self.local)
-        z = mean + torch.exp(0.5 * logvar) * eps[part]
         if self.normalize:
-            z = normalize_latents(z)
+            z = posterior.normalized_sample(eps[part])
+        else:
+            z = posterior.mean + torch.exp(0.5 * posterior.logvar) * eps[part]
         rows = [self.index.rows[i] for i in mine]
         keys = [r.text_key for r in rows]
         if self.caption_dropout > 0:  # drawn after the rest, so a run without dropout keeps its stream

@@ -58,6 +58,7 @@ from wanmodel.train.vae_gan import (
     hinge_g_loss,
 )
 from wanmodel.train.vae_losses import PerceptualLoss, kl_loss, l1_loss, psnr
+from wanmodel.train.vae_stats import set_latent_stats
 
 __all__ = ["TrainResult", "VAETrainConfig", "evaluate_psnr", "inflate_2d_to_3d", "load_train_config", "train_loop",
            "train_vae", "train_vae_ray"]
@@ -108,6 +109,8 @@ class VAETrainConfig(BaseModel):
     record_samples: bool = False  # samples.jsonl in metrics_dir: the clips of every step (tests, audits)
     eval_clips: int = Field(0, ge=0)  # held out of training; PSNR on them before, every eval_every, and at the end
     eval_every: int = Field(0, ge=0)
+    latent_stats: Literal["auto", "measure", "keep"] = "auto"  # the config's latents_mean/std (vae_stats)
+    latent_stats_clips: int = Field(32, ge=1)  # training clips the statistics are measured on
     seed: int = 0
     device: str = "auto"  # 'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1'...
     cpus_per_worker: float = Field(1.0, gt=0)  # Ray Train: CPUs reserved per worker (the index read needs one more)
@@ -341,6 +344,7 @@ def train_loop(cfg: VAETrainConfig, records: list[ClipRecord], device: torch.dev
     data = VAEData(train_records, num_frames=cfg.num_frames, size=cfg.hw, batch_size=cfg.batch_size,
                    seed=cfg.seed, rank=rank, world=world)
     eval_videos = _eval_videos(cfg, held) if rank == 0 else []
+    stats_videos = _stats_videos(cfg, data) if rank == 0 and cfg.checkpoint_dir else []
     result = TrainResult(vae=m.vae, discriminator=m.discriminator, start_step=step)
     if eval_videos and step == 0:
         result.evals.append({"step": 0, "psnr": evaluate_psnr(m.vae, eval_videos, device)})
@@ -367,7 +371,7 @@ def train_loop(cfg: VAETrainConfig, records: list[ClipRecord], device: torch.dev
         if eval_videos and cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.steps:
             result.evals.append({"step": step, "psnr": evaluate_psnr(m.vae, eval_videos, device)})
         if cfg.checkpoint_dir and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
-            result.checkpoint = _save(cfg, m, step, dict(data.skipped), rank)
+            result.checkpoint = _save(cfg, m, step, dict(data.skipped), rank, stats_videos, device)
     writer.close()
     if eval_videos:
         result.evals.append({"step": cfg.steps, "psnr": evaluate_psnr(m.vae, eval_videos, device)})
@@ -392,12 +396,25 @@ def _eval_videos(cfg: VAETrainConfig, held: list[ClipRecord]) -> list[torch.Tens
     return [s.video for s in dataset]
 
 
-def _save(cfg: VAETrainConfig, m: _Models, step: int, skipped: dict[str, int], rank: int) -> Path:
-    """A DCP step folder with ``load_vae``'s files beside the shards; ``latest`` names it."""
+def _stats_videos(cfg: VAETrainConfig, data: VAEData) -> list[torch.Tensor]:
+    """The clips the latent statistics are measured on (none when the model keeps its own)."""
+    if cfg.latent_stats == "keep" or (cfg.latent_stats == "auto" and cfg.init_checkpoint):
+        return []
+    return data.first_windows(cfg.latent_stats_clips)
+
+
+def _save(cfg: VAETrainConfig, m: _Models, step: int, skipped: dict[str, int], rank: int,
+          stats_videos: list[torch.Tensor], device: torch.device) -> Path:
+    """A DCP step folder with ``load_vae``'s files beside the shards (latent statistics measured first, rank 0);
+    ``latest`` names it."""
     directory = Path(cfg.checkpoint_dir).expanduser()  # type: ignore[arg-type]
     meta = {"phase": cfg.phase, "skipped": skipped, "config": cfg.model_dump(mode="json")}
+
+    def write_files(folder: Path) -> None:
+        save_vae(set_latent_stats(m.vae, stats_videos, device) if stats_videos else m.vae, folder)
+
     saved = ckpt.save_checkpoint(directory, step, m.vae, m.optimizer, None, meta, keep=cfg.keep_checkpoints,
-                                 extra=m.extra, write_files=lambda folder: save_vae(m.vae, folder))
+                                 extra=m.extra, write_files=write_files)
     if rank == 0:
         pointer = directory / ".latest.tmp"
         pointer.write_text(saved.name + "\n")

@@ -75,6 +75,14 @@ class VAEData:
         return ClipBatch(step, planned.epoch, torch.stack(videos),
                          [self.records[row].clip_id for row in planned.rows])
 
+    def first_windows(self, count: int) -> list[torch.Tensor]:
+        """Epoch 0's windows of the first ``count`` clips of the list (the same on every worker and resume); the
+        skip counters of the training stream stay as they were."""
+        counted = Counter(self.skipped)
+        windows = [self._window(row, 0) for row in range(min(count, len(self.records)))]
+        self.skipped = counted
+        return windows
+
     def _window(self, row: int, epoch: int) -> torch.Tensor:
         """Clip ``row``'s window of this epoch; a clip that does not decode gives way to the next one that does."""
         for k in range(len(self.records)):
