@@ -71,7 +71,7 @@ class ToyFigures:
     colour_rate_trained: float
     chance: float
     colours: list[str]
-    latent_distance_untrained: float  # mean distance to the nearest training clip (latent channel means)
+    latent_distance_untrained: float  # mean RMS distance to the nearest training clip's first latent frame
     latent_distance_trained: float
     latent_rate_untrained: float  # nearest training clip has the prompt's colour
     latent_rate_trained: float
@@ -93,8 +93,8 @@ class ToyFigures:
         rate = (f"[toy] samples whose dominant colour is the prompt's ({', '.join(self.colours)}): untrained "
                 f"{100 * self.colour_rate_untrained:.0f} %, trained {100 * self.colour_rate_trained:.0f} % "
                 f"(chance {100 * self.chance:.0f} %)")
-        latent = (f"[toy] in latent space (channel means of the sample's latent): distance to the nearest training "
-                  f"clip untrained {self.latent_distance_untrained:.3f}, trained {self.latent_distance_trained:.3f}; "
+        latent = (f"[toy] in latent space (normalised, per element): RMS distance of a sample to the nearest training "
+                  f"clip's first latent frame: untrained {self.latent_distance_untrained:.3f}, trained {self.latent_distance_trained:.3f}; "
                   f"nearest clip has the prompt's colour: untrained {100 * self.latent_rate_untrained:.0f} %, "
                   f"trained {100 * self.latent_rate_trained:.0f} % (chance {100 * self.chance:.0f} %)")
         times = "[toy] times: " + ", ".join(f"{k} {v:.0f}s" for k, v in self.timings.items())
@@ -353,7 +353,7 @@ def training_histogram(lake: Lake, clip_ids: list[str]) -> np.ndarray:
 @dataclass
 class Samples:
     images: dict[tuple[str, int], np.ndarray]  # (prompt, seed) -> RGB uint8 [H, W, 3]
-    latents: dict[tuple[str, int], np.ndarray]  # (prompt, seed) -> channel means of the normalised latent [C]
+    latents: dict[tuple[str, int], np.ndarray]  # (prompt, seed) -> the normalised latent, flattened [C*1*h*w]
 
 
 def sample_images(dit_path: str, vae: str, text_encoder: str, prompts: list[str], s: SampleSection) -> Samples:
@@ -368,12 +368,13 @@ def sample_images(dit_path: str, vae: str, text_encoder: str, prompts: list[str]
                                solver=s.solver, negative_prompt="")  # the empty prompt, as caption dropout
         for p, img, lat in zip(prompts, result.images, result.latents):
             out.images[(p, seed)] = img
-            out.latents[(p, seed)] = lat.flatten(1).mean(1).numpy()
+            out.latents[(p, seed)] = lat[:, :1].flatten().numpy()
     return out
 
 
 def training_latents(lake: Lake, captions: dict[str, tuple[str, str, str]]) -> tuple[np.ndarray, list[str]]:
-    """Channel means of the training clips' normalised posterior means [N, C], and each clip's colour."""
+    """The first latent frame of each training clip's normalised posterior mean, flattened [N, C*h*w] (an image's
+    latent, or a video's first frame, which the causal VAE encodes alone), and each clip's colour."""
     from wanmodel.train.dit_data import LatentIndex, LatentStore
 
     ok = lake.read("latents", columns=["latent_id", "clip_id", "bucket"], filter="status = 'ok'").to_pylist()
@@ -382,18 +383,18 @@ def training_latents(lake: Lake, captions: dict[str, tuple[str, str, str]]) -> t
     keep = [i for i, row in enumerate(index.rows) if clip_of[row.latent_id] in captions]
     store = LatentStore(lake, index)  # one row at a time: buckets differ in shape
     latents = [store.read([i]).normalized_sample(None)[0] for i in keep]  # the trainer's normalisation
-    vectors = np.stack([z.flatten(1).mean(1).numpy() for z in latents])
+    vectors = np.stack([z[:, :1].flatten().numpy() for z in latents])
     return vectors, [captions[clip_of[index.rows[i].latent_id]][1] for i in keep]
 
 
 def latent_figures(samples: Samples, colours: dict[str, str], train: tuple[np.ndarray, list[str]]
                    ) -> tuple[float, float]:
-    """In latent space (channel means): (mean distance of a sample to its nearest training clip, rate of samples
+    """In latent space: (mean RMS distance of a sample to its nearest training clip's first frame, rate of samples
     whose nearest training clip has the prompt's colour)."""
     vectors, clip_colours = train
     dists, hits = [], []
     for (prompt, _), vec in samples.latents.items():
-        d = np.linalg.norm(vectors - vec[None], axis=1)
+        d = np.sqrt(np.mean((vectors - vec[None]) ** 2, axis=1))
         dists.append(float(d.min()))
         hits.append(clip_colours[int(np.argmin(d))] == colours[prompt])
     return float(np.mean(dists)), float(np.mean(hits))

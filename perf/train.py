@@ -186,18 +186,20 @@ def run_case(case: TrainCase, *, warmup: int, steps: int, lr: float, peak_tflops
 
 
 def ray_comparison(case: TrainCase, plain: dict[str, Any], workers: list[int], *, threads: int, warmup: int,
-                   steps: int, lr: float) -> list[dict[str, Any]]:
+                   steps: int, lr: float, layouts: tuple[str, ...] = ("fsdp",)) -> list[dict[str, Any]]:
     """The trainer's Ray Train / FSDP2 step of ``case`` on each worker count, against the plain loop's timing
     ``plain`` of the same batch: tokens/s per worker and in all, each worker's peak memory, and
     overhead = Ray step time per worker / plain step time - 1 (Ray start-up excluded; ``perf.train_ray``)."""
     from perf.train_ray import ray_case
 
     rows = []
-    for count in workers:
+    runs = [(count, layout) for count in workers for layout in (layouts if count > 1 else layouts[:1])]
+    for count, layout in runs:
         try:
-            timed = ray_case(case, workers=count, threads=threads, warmup=warmup, steps=steps, lr=lr)
+            timed = ray_case(case, workers=count, threads=threads, warmup=warmup, steps=steps, lr=lr, layout=layout)
         except Exception as error:  # noqa: BLE001 -- a failed Ray run is recorded, the benchmark goes on
-            rows.append({"workers": count, "error": f"{type(error).__name__}: {str(error).splitlines()[0]}"})
+            rows.append({"workers": count, "layout": layout,
+                         "error": f"{type(error).__name__}: {str(error).splitlines()[0]}"})
             continue
         for worker in timed["per_worker"]:
             worker["tokens_per_s"] = plain["tokens"] / worker["step_s"]
@@ -235,22 +237,22 @@ def print_table(result: dict[str, Any]) -> None:
 def print_ray_table(result: dict[str, Any]) -> None:
     print(f"\nRay Train / FSDP2 step against the plain loop, same batch per worker, "
           f"{result['ray_threads_per_worker']} thread(s) per worker and in the plain loop; Ray start-up excluded")
-    print(f"{'case':>16} {'path':>10} {'step s':>8} {'tokens/s/worker':>15} {'tokens/s all':>12} "
+    print(f"{'case':>16} {'path':>16} {'step s':>8} {'tokens/s/worker':>15} {'tokens/s all':>12} "
           f"{'peak MB/worker':>24} {'overhead':>9} {'(fastest)':>9}")
     for case in result["cases"]:
         if "error" in case:
             continue
-        print(f"{case['case']:>16} {'plain':>10} {case['step_s']:>8.3f} {case['tokens_per_s']:>15.1f} "
+        print(f"{case['case']:>16} {'plain':>16} {case['step_s']:>8.3f} {case['tokens_per_s']:>15.1f} "
               f"{case['tokens_per_s']:>12.1f} {case['peak_mb']:>24.0f} {'':>9}")
         for ray in case.get("ray", []):
-            path = f"ray x{ray['workers']}"
+            path = f"ray x{ray['workers']}" + (f" {ray['layout']}" if ray["workers"] > 1 else "")
             if "error" in ray:
-                print(f"{case['case']:>16} {path:>10} {ray['error']}")
+                print(f"{case['case']:>16} {path:>16} {ray['error']}")
                 continue
             workers = ray["per_worker"]
             per = "/".join(f"{w['tokens_per_s']:.1f}" for w in workers)
             peaks = "/".join(f"{w['peak_mb']:.0f}" for w in workers)
-            print(f"{case['case']:>16} {path:>10} {ray['step_s']:>8.3f} {per:>15} {ray['tokens_per_s']:>12.1f} "
+            print(f"{case['case']:>16} {path:>16} {ray['step_s']:>8.3f} {per:>15} {ray['tokens_per_s']:>12.1f} "
                   f"{peaks:>24} {ray['overhead']:>+9.1%} {ray['overhead_min']:>+9.1%}")
     print("overhead: the slowest worker's median step time / the plain loop's - 1 (the same batch, the same "
           "threads; fastest: of the fastest steps, less sensitive to a loaded machine); peak MB: each worker "
@@ -277,6 +279,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--ray-workers", help="Ray Train / FSDP2 worker counts to set against the plain loop, "
                         "comma-separated (default: 1,2 on CPU, none on CUDA; 0: none)")
+    parser.add_argument("--ray-layouts", default="fsdp",
+                        help="how 2+ workers hold the weights, comma-separated: fsdp (ZeRO-3), zero2 (gathered blocks "
+                             "kept for the backward), replicate (DDP-like); default fsdp")
     parser.add_argument("--out", default="perf/results/train.json")
     args = parser.parse_args(argv)
     if not 1 <= args.text_tokens <= 512:
@@ -285,6 +290,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--steps must be >= 1 and --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no GPU")
+    from perf.train_ray import LAYOUTS
+
+    args.ray_layouts = tuple(part.strip() for part in args.ray_layouts.split(",") if part.strip())
+    if not args.ray_layouts or set(args.ray_layouts) - set(LAYOUTS):
+        parser.error(f"--ray-layouts takes some of {sorted(LAYOUTS)}, got {args.ray_layouts!r}")
     spec = args.ray_workers if args.ray_workers is not None else ("1,2" if args.device == "cpu" else "0")
     try:
         args.ray_workers = [n for n in (int(part) for part in spec.split(",") if part.strip()) if n > 0]
@@ -324,7 +334,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for case, row in zip(cases, result["cases"]):
             if "error" not in row:
                 row["ray"] = ray_comparison(case, row, args.ray_workers, threads=torch.get_num_threads(),
-                                            warmup=args.warmup, steps=args.steps, lr=args.lr)
+                                            warmup=args.warmup, steps=args.steps, lr=args.lr,
+                                            layouts=args.ray_layouts)
     print_table(result)
     write_result(args.out, result)
     return result

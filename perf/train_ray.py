@@ -24,10 +24,22 @@ from typing import Any
 
 import torch
 
-__all__ = ["ray_case"]
+__all__ = ["LAYOUTS", "layout_parallel", "ray_case"]
 
 
-def _train_config(case: Any, workers: int, threads: int, lr: float) -> Any:
+LAYOUTS: dict[str, dict[str, Any]] = {  # --ray-layouts: how 2+ workers hold the weights (the trainer's parallel:)
+    "fsdp": {},  # FSDP2 over all workers, each block resharded after its forward (ZeRO-3)
+    "zero2": {"reshard_after_forward": False},  # gathered blocks kept for the backward: one all-gather fewer
+    "replicate": {"dp_replicate": None, "fsdp": 1},  # full copies, gradients all-reduced (DDP-like)
+}
+
+
+def layout_parallel(layout: str, workers: int) -> dict[str, Any]:
+    """The trainer's ``parallel`` sizes for ``layout`` on ``workers`` workers."""
+    return {k: workers if v is None else v for k, v in LAYOUTS[layout].items()}
+
+
+def _train_config(case: Any, workers: int, threads: int, lr: float, parallel: dict[str, Any]) -> Any:
     """A ``DiTTrainConfig`` of the case for ``build_model`` / ``train_step`` (its lake is never read)."""
     from wanmodel.train.dit_config import DiTTrainConfig
 
@@ -37,7 +49,7 @@ def _train_config(case: Any, workers: int, threads: int, lr: float) -> Any:
                           attention_backend=backend, steps=1, global_batch_size=case.batch * workers,
                           mixed_precision="auto", optim={"lr": lr, "weight_decay": 0.01, "grad_clip": 1.0},
                           parallel={"activation_checkpointing": case.activation_checkpointing,
-                                    "offload_activations": case.offload_activations},
+                                    "offload_activations": case.offload_activations, **parallel},
                           num_workers=workers, cpus_per_worker=threads, use_gpu=case.device == "cuda")
 
 
@@ -62,7 +74,7 @@ def _worker(config: dict[str, Any]) -> None:
 
     torch.set_num_threads(config["threads"])
     case = TrainCase(**config["case"])
-    cfg = _train_config(case, config["workers"], config["threads"], config["lr"])
+    cfg = _train_config(case, config["workers"], config["threads"], config["lr"], config["parallel"])
     device = ray.train.torch.get_device() if case.device == "cuda" else torch.device("cpu")
     rt = _runtime(cfg, device)
     model = build_model(cfg, rt)
@@ -79,9 +91,11 @@ def _worker(config: dict[str, Any]) -> None:
     Path(config["out"], f"worker_{rank}.json").write_text(json.dumps({"rank": rank, **timing}))
 
 
-def ray_case(case: Any, *, workers: int, threads: int, warmup: int, steps: int, lr: float) -> dict[str, Any]:
-    """Time the trainer's step of ``case`` on ``workers`` Ray Train workers of ``threads`` CPU threads each; one
-    entry per worker (step time, tokens/s, peak MB) and the slowest worker's step time."""
+def ray_case(case: Any, *, workers: int, threads: int, warmup: int, steps: int, lr: float,
+             layout: str = "fsdp") -> dict[str, Any]:
+    """Time the trainer's step of ``case`` on ``workers`` Ray Train workers of ``threads`` CPU threads each, the
+    weights held as ``layout`` says (``LAYOUTS``); one entry per worker (step time, tokens/s, peak MB) and the
+    slowest worker's step time."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -91,7 +105,7 @@ def ray_case(case: Any, *, workers: int, threads: int, warmup: int, steps: int, 
     ensure_ray(None, num_cpus=math.ceil(workers * threads) + 1)
     with tempfile.TemporaryDirectory(prefix="perf_train_ray") as out:
         config = {"case": _case_dict(case), "workers": workers, "threads": threads, "warmup": warmup,
-                  "steps": steps, "lr": lr, "out": out}
+                  "steps": steps, "lr": lr, "out": out, "parallel": layout_parallel(layout, workers)}
         use_gpu = case.device == "cuda"
         trainer = TorchTrainer(
             _worker, train_loop_config=config,
@@ -105,7 +119,8 @@ def ray_case(case: Any, *, workers: int, threads: int, warmup: int, steps: int, 
             fit_s = time.perf_counter() - begin
             ray.shutdown()
         per_worker = [json.loads(Path(out, f"worker_{rank}.json").read_text()) for rank in range(workers)]
-    return {"workers": workers, "threads_per_worker": threads, "fit_s": fit_s, "per_worker": per_worker,
+    return {"workers": workers, "layout": layout, "threads_per_worker": threads, "fit_s": fit_s,
+            "per_worker": per_worker,
             "step_s": max(w["step_s"] for w in per_worker)}
 
 

@@ -342,7 +342,8 @@ def test_context_parallel_training_resumes_and_matches_one_process(tmp_path: Pat
 
 def test_each_row_is_normalised_with_its_own_vae_statistics(tmp_path: Path) -> None:
     """Rows that carry ``latents_mean`` / ``latents_std`` (a VAE trained here) are normalised with them, rows of a
-    table written before that column with the release's: either way the DiT sees the planted unit-scale pattern."""
+    table written before that column with the release's: either way the DiT sees the planted unit-scale pattern
+    (``latent_sample: mean``, the default); ``posterior`` adds the posterior noise (std 1 here) on top."""
     import torch
 
     from wanmodel.diffusion.flow_matching import LogitNormal
@@ -358,18 +359,22 @@ def test_each_row_is_normalised_with_its_own_vae_statistics(tmp_path: Path) -> N
                 pattern * np.array(LATENT_STD, np.float32).reshape(-1, 1, 1, 1)
                 + np.array(LATENT_MEAN, np.float32).reshape(-1, 1, 1, 1))
         row = latent_row(f"c{i}@img_4x4@planted", "img_4x4", shape, 0, "key_0", mean=mean)
-        row["logvar"] = np.full(shape, -60.0, np.float32).tobytes()  # z = the mean
+        row["logvar"] = np.zeros(shape, np.float32).tobytes()  # posterior std 1: far from the mean
         if own:
             row.update(latents_mean=own_mean.tolist(), latents_std=own_std.tolist())
         rows.append(row)
         patterns[row["latent_id"]] = pattern
     lake = write_lake(tmp_path / "lake", per_bucket=0, extra_rows=rows)
     index = LatentIndex.from_lake(lake, ["img_4x4"])
-    data = TrainData(lake, index, global_batch=4, seed=0, shard=0, shards=1, text_dim=TEXT_DIM, text_len=8,
-                     normalize=True)
-    step = data.inputs(0, LogitNormal(0.0, 1.0, 1.0))
+    def inputs(**kw: Any) -> Any:
+        return TrainData(lake, index, global_batch=4, seed=0, shard=0, shards=1, text_dim=TEXT_DIM, text_len=8,
+                         normalize=True, **kw).inputs(0, LogitNormal(0.0, 1.0, 1.0))
+
+    step, noisy = inputs(), inputs(latent_sample="posterior")
     for latent_id, z in zip(step.latent_ids, step.latents):
         torch.testing.assert_close(z, torch.from_numpy(patterns[latent_id]), atol=1e-5, rtol=1e-5)
+    assert torch.equal(step.noise, noisy.noise) and torch.equal(step.sigma, noisy.sigma)  # one random stream
+    assert (noisy.latents - step.latents).std() > 0.5
 
 
 def test_newest_complete_checkpoint_is_chosen(tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ the lake driver (``curation.lake.driver.LakeJob``), each with its own ``runs`` r
    for, or whose file no longer decodes gets a ``status="error"`` row with the reason.
 
 **Sample policy.** A row stores the posterior ``mean`` and ``logvar`` ([C, F, H, W], not normalised). The trainer
-draws a fresh ``z = mean + exp(logvar / 2) * eps`` at every step (``eps`` from its own seeded generator, so resume
-stays exact) and then normalises with the encoding VAE's latent statistics, which every row carries
+trains on the mean (``latent_sample: mean``, as the official ``WanVAE.encode``, which returns the mean) or draws a
+fresh ``z = mean + exp(logvar / 2) * eps`` at every step (``posterior``; ``eps`` from its own seeded generator, so
+resume stays exact), and normalises with the encoding VAE's latent statistics, which every row carries
 (``latents_mean`` / ``latents_std``, from the VAE's config: ``(z - mean) / std`` per channel,
 ``wanmodel.models.vae_config.normalize_latents``) before the flow-matching loss.
 

@@ -95,6 +95,7 @@ def build_model(cfg: DiTTrainConfig, rt: Runtime) -> WanDiT:
     model.to(rt.device).train()
     plan = ParallelPlan(activation_checkpointing=cfg.parallel.activation_checkpointing,
                         offload_activations=cfg.parallel.offload_activations,
+                        reshard_after_forward=cfg.parallel.reshard_after_forward,
                         param_dtype=torch.bfloat16 if _bf16(cfg, rt.device) else torch.float32)
     return parallelize_dit(model, rt.mesh, plan)
 
@@ -157,7 +158,7 @@ def train_loop(cfg: DiTTrainConfig, index: LatentIndex, device: torch.device,
     data = TrainData(lake, index, global_batch=cfg.global_batch_size, seed=cfg.seed, shard=shard, shards=shards,
                      text_dim=model.config.text_dim, text_len=model.config.text_len, normalize=cfg.normalize_latents,
                      mix=stage.mix, media=stage.media, caption_dropout=cfg.caption_dropout,
-                     empty_text_key=cfg.empty_text_key)
+                     empty_text_key=cfg.empty_text_key, latent_sample=cfg.latent_sample)
     opt, sched = build_optimizer(cfg, model)
     ema = _ema_init(model, cfg.optim.ema_decay)
     result, meta = DiTTrainResult(), _resume(cfg, model, opt, sched, ema)

@@ -49,6 +49,9 @@ class ParallelSection(Strict):
     ring: int = Field(1, ge=1)
     activation_checkpointing: bool = False
     offload_activations: bool = False
+    # FSDP: free each block's gathered weights after its forward (ZeRO-3, least memory); False keeps them for the
+    # backward (ZeRO-2-like: one all-gather per block and step fewer, the full weights resident)
+    reshard_after_forward: bool = True
 
 
 class DiTTrainConfig(Strict):
@@ -61,6 +64,9 @@ class DiTTrainConfig(Strict):
     model_overrides: dict[str, Any] = Field(default_factory=dict)
     attention_backend: str = "sdpa"
     normalize_latents: bool = True  # (z - mean) / std with each row's VAE statistics (latents_mean / latents_std)
+    # what the DiT trains on: the posterior mean (the official WanVAE.encode returns it; the statistics a VAE
+    # trainer measures are the means'), or a fresh posterior sample mean + exp(logvar / 2) * eps every step
+    latent_sample: Literal["mean", "posterior"] = "mean"
     caption_dropout: float = Field(0.0, ge=0, lt=1)  # share of samples trained on the empty prompt (for CFG)
     empty_text_key: str | None = None  # text_embeddings key of the empty prompt; needed when caption_dropout > 0
     steps: int = Field(gt=0)

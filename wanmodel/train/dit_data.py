@@ -11,7 +11,9 @@ data shard ``r`` of ``k`` (``ParallelMesh.rank("data")``; context-parallel ranks
 exactly where the checkpoint was, no sample of an epoch is seen twice or skipped (a bucket's last rows short of a
 full batch wait for a later epoch's shuffle), and the result does not depend on how many workers share a batch.
 
-Noise (the posterior sample ``z = mean + exp(logvar / 2) * eps``, the flow-matching noise and sigma) is drawn
+The clean latent is the posterior mean (``latent_sample: mean``, the default) or a posterior sample
+``z = mean + exp(logvar / 2) * eps`` (``posterior``), normalised with the row's own VAE statistics. Noise (``eps``,
+the flow-matching noise and sigma) is drawn
 for the whole global batch from a generator seeded by (seed, step) and sliced the same way; so is caption dropout
 (``caption_dropout``: each sample's caption embedding replaced by the empty prompt's, ``empty_text_key``, with that
 probability, so that the model also learns the unconditional prediction classifier-free guidance needs).
@@ -233,10 +235,13 @@ class TrainData:
     def __init__(self, lake: Lake, index: LatentIndex, *, global_batch: int, seed: int, shard: int, shards: int,
                  text_dim: int, text_len: int, normalize: bool, mix: dict[str, float] | None = None,
                  media: dict[str, str] | None = None, caption_dropout: float = 0.0,
-                 empty_text_key: str | None = None) -> None:
+                 empty_text_key: str | None = None, latent_sample: str = "mean") -> None:
         if global_batch % shards:
             raise DataError(f"global_batch_size {global_batch} is not divisible by the {shards} data shards")
         self.index, self.seed, self.normalize = index, seed, normalize
+        if latent_sample not in ("mean", "posterior"):
+            raise DataError(f"latent_sample must be 'mean' or 'posterior', got {latent_sample!r}")
+        self.sample_posterior = latent_sample == "posterior"
         self.plan = EpochPlan(index, global_batch, seed, mix, media)
         self.local = global_batch // shards
         self.lo = shard * self.local
@@ -255,10 +260,11 @@ class TrainData:
         eps, noise = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
         sigma = timesteps.sample(len(batch.rows), generator=g)  # type: ignore[attr-defined]
         part = slice(self.lo, self.lo + self.local)
+        draw = eps[part] if self.sample_posterior else None  # eps is drawn either way: one stream for both
         if self.normalize:
-            z = posterior.normalized_sample(eps[part])
+            z = posterior.normalized_sample(draw)
         else:
-            z = posterior.mean + torch.exp(0.5 * posterior.logvar) * eps[part]
+            z = posterior.mean if draw is None else posterior.mean + torch.exp(0.5 * posterior.logvar) * draw
         rows = [self.index.rows[i] for i in mine]
         keys = [r.text_key for r in rows]
         if self.caption_dropout > 0:  # drawn after the rest, so a run without dropout keeps its stream

@@ -1,0 +1,26 @@
+"""perf.train's Ray comparison: each weight layout is a valid trainer config for 2 workers, a bad one is refused."""
+from __future__ import annotations
+
+import pytest
+
+from perf.train import TrainCase, parse_args
+from perf.train_ray import LAYOUTS, _train_config, layout_parallel
+from wanmodel.parallel.mesh import ParallelDims
+
+EXPECTED = {"fsdp": (1, 2, True), "zero2": (1, 2, False), "replicate": (2, 1, True)}  # dp_replicate, fsdp, reshard
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_each_layout_is_a_trainer_config_that_fits_two_workers(layout: str) -> None:
+    case = TrainCase(config="tiny", layers=None, frames=5, height=32, width=32)
+    cfg = _train_config(case, 2, 1, 1e-4, layout_parallel(layout, 2))
+    p = cfg.parallel
+    dims = ParallelDims(world_size=2, dp_replicate=p.dp_replicate, fsdp=p.fsdp, ulysses=p.ulysses, ring=p.ring)
+    assert (dims.dp_replicate, dims.fsdp, p.reshard_after_forward) == EXPECTED[layout]
+    assert cfg.global_batch_size == 2 and p.activation_checkpointing
+
+
+def test_layouts_option_is_checked() -> None:
+    assert parse_args(["--ray-layouts", "fsdp,replicate"]).ray_layouts == ("fsdp", "replicate")
+    with pytest.raises(SystemExit):
+        parse_args(["--ray-layouts", "ddp"])
