@@ -7,7 +7,8 @@ the overhead of the Ray/FSDP path.
     python -m perf.train --device cuda --config 1.3B --frames 81 --height 480 --width 832   # the 480p stage
     options: [--layers N] [--batch 1] [--text-tokens 512] [--steps 5] [--warmup 2] [--lr 1e-4]
              [--no-activation-checkpointing] [--offload-activations] [--attention-backend auto|sdpa|flash|sage]
-             [--peak-tflops 790] [--threads N] [--ray-workers 1,2|0] [--out perf/results/train.json]
+             [--peak-tflops 790] [--threads N] [--ray-workers 1,2|0] [--ray-layouts fsdp,zero2,replicate]
+             [--out perf/results/train.json]
 
 One step, what a trainer does: zero the gradients, flow-matching MSE (``flow_matching_loss``: logit-normal sigma,
 Gaussian noise) of the DiT on random latents and text embeddings, under bf16 autocast on CUDA (float32 weights,
@@ -35,6 +36,10 @@ against ``plain_step`` on the same data in the same run. ``--ray-workers`` (defa
 does that comparison: overhead = the slowest worker's median step time / the plain loop's - 1, each worker
 doing the plain loop's batch (Ray start-up, process group, model build and warmup are outside the timing); the
 plain loop and every worker get the same threads (``--threads``, default the cores / the largest worker count).
+``--ray-layouts`` times 2+ workers once per way of holding the weights (``perf.train_ray.LAYOUTS``: FSDP2 ZeRO-3,
+ZeRO-2-like without the backward's re-gather, or full replicas with all-reduced gradients). On CPU (gloo, one core
+per worker) the collectives are a fixed cost per step that does not overlap the compute, so the overhead falls
+with the batch per worker (``--batch``).
 Without it the module imports torch, einops (through the model) and this repository's ``wanmodel`` only: Ray is
 imported by ``perf.train_ray`` when a comparison runs.
 """
@@ -190,10 +195,11 @@ def ray_comparison(case: TrainCase, plain: dict[str, Any], workers: list[int], *
     """The trainer's Ray Train / FSDP2 step of ``case`` on each worker count, against the plain loop's timing
     ``plain`` of the same batch: tokens/s per worker and in all, each worker's peak memory, and
     overhead = Ray step time per worker / plain step time - 1 (Ray start-up excluded; ``perf.train_ray``)."""
-    from perf.train_ray import ray_case
+    from perf.train_ray import concurrent_plain, ray_case
 
     rows = []
     runs = [(count, layout) for count in workers for layout in (layouts if count > 1 else layouts[:1])]
+    plain_together: dict[int, dict[str, Any]] = {}
     for count, layout in runs:
         try:
             timed = ray_case(case, workers=count, threads=threads, warmup=warmup, steps=steps, lr=lr, layout=layout)
@@ -208,6 +214,17 @@ def ray_comparison(case: TrainCase, plain: dict[str, Any], workers: list[int], *
         timed["tokens_per_s"] = sum(w["tokens_per_s"] for w in timed["per_worker"])
         timed["overhead"] = max(w["overhead"] for w in timed["per_worker"])
         timed["overhead_min"] = max(w["overhead_min"] for w in timed["per_worker"])
+        if count > 1:  # against as many plain loops at once: the machine's share taken out
+            if count not in plain_together:
+                try:
+                    plain_together[count] = concurrent_plain(case, count=count, threads=threads, warmup=warmup,
+                                                             steps=steps, lr=lr)
+                except RuntimeError as error:  # recorded; the Ray figures stand without this baseline
+                    plain_together[count] = {"error": str(error)}
+            baseline = plain_together[count]
+            timed["plain_together"] = baseline
+            if "step_s" in baseline:
+                timed["overhead_vs_together"] = timed["step_s"] / baseline["step_s"] - 1
         rows.append(timed)
     return rows
 
@@ -238,7 +255,7 @@ def print_ray_table(result: dict[str, Any]) -> None:
     print(f"\nRay Train / FSDP2 step against the plain loop, same batch per worker, "
           f"{result['ray_threads_per_worker']} thread(s) per worker and in the plain loop; Ray start-up excluded")
     print(f"{'case':>16} {'path':>16} {'step s':>8} {'tokens/s/worker':>15} {'tokens/s all':>12} "
-          f"{'peak MB/worker':>24} {'overhead':>9} {'(fastest)':>9}")
+          f"{'peak MB/worker':>24} {'overhead':>9} {'(fastest)':>9} {'vs plain xN':>11}")
     for case in result["cases"]:
         if "error" in case:
             continue
@@ -253,9 +270,11 @@ def print_ray_table(result: dict[str, Any]) -> None:
             per = "/".join(f"{w['tokens_per_s']:.1f}" for w in workers)
             peaks = "/".join(f"{w['peak_mb']:.0f}" for w in workers)
             print(f"{case['case']:>16} {path:>16} {ray['step_s']:>8.3f} {per:>15} {ray['tokens_per_s']:>12.1f} "
-                  f"{peaks:>24} {ray['overhead']:>+9.1%} {ray['overhead_min']:>+9.1%}")
+                  f"{peaks:>24} {ray['overhead']:>+9.1%} {ray['overhead_min']:>+9.1%} "
+                  + (f"{ray['overhead_vs_together']:>+11.1%}" if "overhead_vs_together" in ray else f"{'':>11}"))
     print("overhead: the slowest worker's median step time / the plain loop's - 1 (the same batch, the same "
-          "threads; fastest: of the fastest steps, less sensitive to a loaded machine); peak MB: each worker "
+          "threads; fastest: of the fastest steps, less sensitive to a loaded machine); vs plain xN: against N plain "
+          "loops run at once, each in its own process (the machine's contention taken out); peak MB: each worker "
           "process's resident high-water mark over the timed steps")
 
 
@@ -330,7 +349,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.ray_workers:
         result["ray_threads_per_worker"] = torch.get_num_threads()
         result["overhead_definition"] = ("slowest Ray worker's median step time / plain loop's median step time "
-                                         "- 1; Ray start-up, process group and model build excluded")
+                                         "- 1; Ray start-up, process group and model build excluded; "
+                                         "overhead_vs_together: against the slowest of N plain loops run at once")
         for case, row in zip(cases, result["cases"]):
             if "error" not in row:
                 row["ray"] = ray_comparison(case, row, args.ray_workers, threads=torch.get_num_threads(),

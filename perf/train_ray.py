@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["LAYOUTS", "layout_parallel", "ray_case"]
+__all__ = ["LAYOUTS", "concurrent_plain", "layout_parallel", "ray_case"]
 
 
 LAYOUTS: dict[str, dict[str, Any]] = {  # --ray-layouts: how 2+ workers hold the weights (the trainer's parallel:)
@@ -128,3 +128,34 @@ def _case_dict(case: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
     return asdict(case)
+
+
+def _case_args(case: Any) -> list[str]:
+    """``perf.train`` arguments that rebuild ``case``."""
+    args = ["--config", case.config, "--frames", str(case.frames), "--height", str(case.height), "--width",
+            str(case.width), "--batch", str(case.batch), "--text-tokens", str(case.text_tokens), "--device",
+            case.device, "--attention-backend", case.attention_backend]
+    args += ["--layers", str(case.layers)] if case.layers is not None else []
+    args += [] if case.activation_checkpointing else ["--no-activation-checkpointing"]
+    return args + (["--offload-activations"] if case.offload_activations else [])
+
+
+def concurrent_plain(case: Any, *, count: int, threads: int, warmup: int, steps: int, lr: float) -> dict[str, Any]:
+    """``count`` plain loops of ``case`` at once, each its own process of ``threads`` threads: what the machine
+    gives that many workers without Ray or collectives (shared memory bandwidth and caches, other load), the
+    baseline that separates the Ray/FSDP path's own cost from the machine's."""
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory(prefix="perf_train_plain") as out:
+        commands = [[sys.executable, "-m", "perf.train", *_case_args(case), "--threads", str(threads), "--ray-workers",
+                     "0", "--warmup", str(warmup), "--steps", str(steps), "--lr", str(lr), "--out",
+                     str(Path(out, f"plain_{i}.json"))] for i in range(count)]
+        running = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
+        errors = [proc.communicate()[1] for proc in running]
+        if any(proc.returncode for proc in running):
+            failed = next(e for proc, e in zip(running, errors) if proc.returncode)
+            raise RuntimeError(f"a concurrent plain loop failed: {failed.strip().splitlines()[-1:]}")
+        rows = [json.loads(Path(out, f"plain_{i}.json").read_text())["cases"][0] for i in range(count)]
+    return {"processes": count, "step_s": max(r["step_s"] for r in rows),
+            "per_process_step_s": [r["step_s"] for r in rows]}

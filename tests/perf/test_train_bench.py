@@ -24,3 +24,13 @@ def test_layouts_option_is_checked() -> None:
     assert parse_args(["--ray-layouts", "fsdp,replicate"]).ray_layouts == ("fsdp", "replicate")
     with pytest.raises(SystemExit):
         parse_args(["--ray-layouts", "ddp"])
+
+
+def test_concurrent_plain_loops_rebuild_the_case() -> None:
+    """The baseline of N plain loops at once runs ``perf.train`` itself on the same case, one process each."""
+    from perf.train_ray import concurrent_plain
+
+    case = TrainCase(config="tiny", layers=1, frames=1, height=32, width=32, text_tokens=8)
+    result = concurrent_plain(case, count=2, threads=1, warmup=0, steps=1, lr=1e-4)
+    assert result["processes"] == 2 and len(result["per_process_step_s"]) == 2
+    assert result["step_s"] == max(result["per_process_step_s"]) > 0
