@@ -94,7 +94,8 @@ class ToyFigures:
                 f"{100 * self.colour_rate_untrained:.0f} %, trained {100 * self.colour_rate_trained:.0f} % "
                 f"(chance {100 * self.chance:.0f} %)")
         latent = (f"[toy] in latent space (normalised, per element): RMS distance of a sample to the nearest training "
-                  f"clip's first latent frame: untrained {self.latent_distance_untrained:.3f}, trained {self.latent_distance_trained:.3f}; "
+                  f"clip's first latent frame: untrained {self.latent_distance_untrained:.3f}, trained "
+                  f"{self.latent_distance_trained:.3f}; "
                   f"nearest clip has the prompt's colour: untrained {100 * self.latent_rate_untrained:.0f} %, "
                   f"trained {100 * self.latent_rate_trained:.0f} % (chance {100 * self.chance:.0f} %)")
         times = "[toy] times: " + ", ".join(f"{k} {v:.0f}s" for k, v in self.timings.items())
@@ -302,23 +303,31 @@ def _load_dit(path: str) -> Any:
     return load_dit(path, device="cpu").eval()
 
 
+def ok_latents(lake: Lake) -> tuple[Any, Any]:
+    """(index, store) of every ``ok`` row of the lake's ``latents``, in all its buckets (the trainer's readers)."""
+    from wanmodel.train.dit_data import LatentIndex, LatentStore
+
+    buckets = sorted(set(lake.read("latents", columns=["bucket"], filter="status = 'ok'").column("bucket")
+                         .to_pylist()))
+    if not buckets:
+        raise RuntimeError(f"the lake {lake.root} has no latents")
+    index = LatentIndex.from_lake(lake, buckets)
+    return index, LatentStore(lake, index)
+
+
 def validation_loss(model: Any, lake: str, *, sigmas: list[float], seed: int) -> float:
     """Mean flow-matching loss over every held-out latent at each of ``sigmas``, with fixed noise (``seed``);
     the posterior means, normalised as the trainer normalises them."""
     import torch
 
     from wanmodel.diffusion.flow_matching import flow_matching_loss
-    from wanmodel.train.dit_data import LatentIndex, LatentStore, TextStore
+    from wanmodel.train.dit_data import TextStore
 
     val = Lake(lake)
-    buckets = sorted(set(val.read("latents", columns=["bucket"], filter="status = 'ok'").column("bucket")
-                         .to_pylist()))
-    if not buckets:
-        raise RuntimeError(f"the validation lake {lake} has no latents")
-    index = LatentIndex.from_lake(val, buckets)
-    store, text = LatentStore(val, index), TextStore(val, index, model.config.text_dim, model.config.text_len)
+    index, store = ok_latents(val)
+    text = TextStore(val, index, model.config.text_dim, model.config.text_len)
     total, count = 0.0, 0
-    for b, bucket in enumerate(buckets):
+    for b, bucket in enumerate(index.buckets):
         rows = index.by_bucket[bucket]
         mean = store.read(rows).normalized_sample(None)
         x0 = mean.repeat(len(sigmas), *([1] * (mean.ndim - 1)))
@@ -375,16 +384,17 @@ def sample_images(dit_path: str, vae: str, text_encoder: str, prompts: list[str]
 def training_latents(lake: Lake, captions: dict[str, tuple[str, str, str]]) -> tuple[np.ndarray, list[str]]:
     """The first latent frame of each training clip's normalised posterior mean, flattened [N, C*h*w] (an image's
     latent, or a video's first frame, which the causal VAE encodes alone), and each clip's colour."""
-    from wanmodel.train.dit_data import LatentIndex, LatentStore
-
-    ok = lake.read("latents", columns=["latent_id", "clip_id", "bucket"], filter="status = 'ok'").to_pylist()
-    clip_of = {r["latent_id"]: r["clip_id"] for r in ok}
-    index = LatentIndex.from_lake(lake, sorted({r["bucket"] for r in ok}))
-    keep = [i for i, row in enumerate(index.rows) if clip_of[row.latent_id] in captions]
-    store = LatentStore(lake, index)  # one row at a time: buckets differ in shape
-    latents = [store.read([i]).normalized_sample(None)[0] for i in keep]  # the trainer's normalisation
-    vectors = np.stack([z[:, :1].flatten().numpy() for z in latents])
-    return vectors, [captions[clip_of[index.rows[i].latent_id]][1] for i in keep]
+    clip_of = {r["latent_id"]: r["clip_id"]
+               for r in lake.read("latents", columns=["latent_id", "clip_id"], filter="status = 'ok'").to_pylist()}
+    index, store = ok_latents(lake)
+    vectors, colours = [], []
+    for bucket in index.buckets:  # one read per bucket (one latent shape each)
+        rows = [i for i in index.by_bucket[bucket] if clip_of[index.rows[i].latent_id] in captions]
+        if rows:
+            latents = store.read(rows).normalized_sample(None)  # the trainer's normalisation
+            vectors += [z[:, :1].flatten().numpy() for z in latents]
+            colours += [captions[clip_of[index.rows[i].latent_id]][1] for i in rows]
+    return np.stack(vectors), colours
 
 
 def latent_figures(samples: Samples, colours: dict[str, str], train: tuple[np.ndarray, list[str]]

@@ -68,6 +68,8 @@ class LatentEncoder:
         self.device = _device(settings.on_gpu)
         self.dtype = getattr(torch, settings.compute_dtype)
         self.vae = load_vae(settings.path, device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        self.stats = {"latents_mean": list(self.vae.config.latents_mean),  # written into every row
+                      "latents_std": list(self.vae.config.latents_std)}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return pa.Table.from_pylist(self.encode_rows(batch.to_pylist()), schema=ENCODED)
@@ -102,12 +104,11 @@ class LatentEncoder:
             return [{"latent_id": r["latent_id"], "status": STATUS_ERROR, "error": f"vae: {type(e).__name__}: {e}"}
                     for r in rows]
         out = []
-        stats_mean, stats_std = (list(v) for v in self.vae.config.latent_stats)
         for r, mean, logvar in zip(rows, post.mean, post.logvar):
             m, shape, dtype = to_bytes(mean, self.settings.store_dtype)
             lv, _, _ = to_bytes(logvar, self.settings.store_dtype)
             out.append({"latent_id": r["latent_id"], "mean": m, "logvar": lv, "shape": shape, "dtype": dtype,
-                        "latents_mean": stats_mean, "latents_std": stats_std, "status": STATUS_OK, "error": None})
+                        **self.stats, "status": STATUS_OK, "error": None})
         return out
 
 

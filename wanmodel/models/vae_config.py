@@ -10,8 +10,9 @@ Split out of ``vae.py`` (the network itself); ``wanmodel.models.vae`` re-exports
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
 import torch
@@ -57,7 +58,6 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dim_mult", tuple(int(m) for m in self.dim_mult))
-        self._set_latent_stats()
         object.__setattr__(self, "temperal_downsample", tuple(bool(t) for t in self.temperal_downsample))
         for name in ("base_dim", "z_dim", "num_res_blocks"):
             value = getattr(self, name)
@@ -72,14 +72,16 @@ class VAEConfig:
             )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"VAEConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        self._set_latent_stats()
 
     def _set_latent_stats(self) -> None:
+        """Fill in the defaults (the release's for z_dim 16, else 0 / 1) and check one finite value per channel."""
         release = self.z_dim == len(LATENT_MEAN)
-        mean = self.latents_mean if self.latents_mean is not None else (LATENT_MEAN if release else (0.0,) * self.z_dim)
-        std = self.latents_std if self.latents_std is not None else (LATENT_STD if release else (1.0,) * self.z_dim)
-        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        default_mean, default_std = (LATENT_MEAN, LATENT_STD) if release else ((0.0,) * self.z_dim, (1.0,) * self.z_dim)
+        mean = tuple(float(v) for v in (default_mean if self.latents_mean is None else self.latents_mean))
+        std = tuple(float(v) for v in (default_std if self.latents_std is None else self.latents_std))
         for name, values in (("latents_mean", mean), ("latents_std", std)):
-            if len(values) != self.z_dim or not all(torch.isfinite(torch.tensor(values))):
+            if len(values) != self.z_dim or not all(math.isfinite(v) for v in values):
                 raise ValueError(f"VAEConfig.{name} needs {self.z_dim} finite values (one per latent channel), "
                                  f"got {list(values)}")
         if min(std) <= 0:

@@ -134,19 +134,21 @@ class Posterior(NamedTuple):
     logvar: torch.Tensor
     stats: tuple[torch.Tensor, torch.Tensor]
 
+    def sample(self, eps: torch.Tensor | None) -> torch.Tensor:
+        """``z = mean + exp(logvar / 2) * eps``; the mean when ``eps`` is None."""
+        return self.mean if eps is None else self.mean + torch.exp(0.5 * self.logvar) * eps
+
     def normalized_sample(self, eps: torch.Tensor | None) -> torch.Tensor:
-        """``z = mean + exp(logvar / 2) * eps`` (the mean when ``eps`` is None), normalised with the rows'
-        statistics: what the DiT trains on."""
+        """``sample(eps)`` normalised with the rows' statistics: what the DiT trains on."""
         from wanmodel.models.vae_config import normalize_latents
 
-        z = self.mean if eps is None else self.mean + torch.exp(0.5 * self.logvar) * eps
-        return normalize_latents(z, self.stats)
+        return normalize_latents(self.sample(eps), self.stats)
 
 
 class LatentStore:
     """Reads the posterior of given rows from ``latents`` (one Lance version for the whole run)."""
 
-    COLUMNS = ["mean", "logvar", "shape", "dtype", "latents_mean", "latents_std"]
+    COLUMNS = ("mean", "logvar", "shape", "dtype", "latents_mean", "latents_std")
 
     def __init__(self, lake: Lake, index: LatentIndex) -> None:
         self.dataset = lake.dataset("latents")
@@ -261,10 +263,7 @@ class TrainData:
         sigma = timesteps.sample(len(batch.rows), generator=g)  # type: ignore[attr-defined]
         part = slice(self.lo, self.lo + self.local)
         draw = eps[part] if self.sample_posterior else None  # eps is drawn either way: one stream for both
-        if self.normalize:
-            z = posterior.normalized_sample(draw)
-        else:
-            z = posterior.mean if draw is None else posterior.mean + torch.exp(0.5 * posterior.logvar) * draw
+        z = posterior.normalized_sample(draw) if self.normalize else posterior.sample(draw)
         rows = [self.index.rows[i] for i in mine]
         keys = [r.text_key for r in rows]
         if self.caption_dropout > 0:  # drawn after the rest, so a run without dropout keeps its stream
