@@ -5,7 +5,7 @@ the overhead of the Ray/FSDP path.
 
     python -m perf.train                     # CPU: tiny and 1.3B cut to 2 blocks, 5 frames of 128x128, plain + Ray
     python -m perf.train --device cuda --config 1.3B --frames 81 --height 480 --width 832   # the 480p stage
-    options: [--layers N] [--batch 1] [--text-tokens 512] [--steps 5] [--warmup 2] [--lr 1e-4]
+    options: [--layers N] [--batch 1] [--grad-accum 1] [--text-tokens 512] [--steps 5] [--warmup 2] [--lr 1e-4]
              [--no-activation-checkpointing] [--offload-activations] [--attention-backend auto|sdpa|flash|sage]
              [--peak-tflops 790] [--threads N] [--ray-workers 1,2|0] [--ray-layouts fsdp,zero2,replicate]
              [--out perf/results/train.json]
@@ -39,7 +39,9 @@ plain loop and every worker get the same threads (``--threads``, default the cor
 ``--ray-layouts`` times 2+ workers once per way of holding the weights (``perf.train_ray.LAYOUTS``: FSDP2 ZeRO-3,
 ZeRO-2-like without the backward's re-gather, or full replicas with all-reduced gradients). On CPU (gloo, one core
 per worker) the collectives are a fixed cost per step that does not overlap the compute, so the overhead falls
-with the batch per worker (``--batch``).
+with the batch per worker (``--batch``) and with gradient accumulation (``--grad-accum N``: the batch in N
+micro-batches, in the plain loop and in every worker alike; the trainer's ``grad_accum_steps`` reduces the
+gradients once, after the last).
 Without it the module imports torch, einops (through the model) and this repository's ``wanmodel`` only: Ray is
 imported by ``perf.train_ray`` when a comparison runs.
 """
@@ -77,6 +79,7 @@ class TrainCase(Case):
 
     activation_checkpointing: bool = True
     offload_activations: bool = False
+    grad_accum: int = 1  # micro-batches per step (the batch split evenly; one optimizer step, one reduction)
 
     def fields(self) -> dict[str, Any]:
         """The case for the JSON, without ``perf.dit``'s forward-only knobs (dtype, autocast, grad_checkpointing):
@@ -118,14 +121,19 @@ def plain_step(model: WanDiT, optimizer: torch.optim.Optimizer, batch: dict[str,
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if case.device == "cuda"
                 else contextlib.nullcontext())
 
+    parts = list(zip(batch["latents"].chunk(case.grad_accum), batch["context"].chunk(case.grad_accum)))
+
     def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        with autocast, activation_offload(case.offload_activations):
-            loss = flow_matching_loss(model, batch["latents"], generator=generator, context=batch["context"])
-        loss.backward()
+        total = torch.zeros((), device=case.device)
+        for latents, context in parts:  # gradient accumulation over the micro-batches
+            with autocast, activation_offload(case.offload_activations):
+                loss = flow_matching_loss(model, latents, generator=generator, context=context) / len(parts)
+            loss.backward()
+            total += loss.detach().float()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
         optimizer.step()
-        return loss.detach()
+        return total
     return step
 
 
@@ -252,7 +260,9 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def print_ray_table(result: dict[str, Any]) -> None:
-    print(f"\nRay Train / FSDP2 step against the plain loop, same batch per worker, "
+    accum = result.get("grad_accum", 1)
+    print("\nRay Train / FSDP2 step against the plain loop, same batch per worker"
+          + (f" in {accum} micro-batches (one gradient reduction per step)" if accum > 1 else "") + ", "
           f"{result['ray_threads_per_worker']} thread(s) per worker and in the plain loop; Ray start-up excluded")
     print(f"{'case':>16} {'path':>16} {'step s':>8} {'tokens/s/worker':>15} {'tokens/s all':>12} "
           f"{'peak MB/worker':>24} {'overhead':>9} {'(fastest)':>9} {'vs plain xN':>11}")
@@ -286,6 +296,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=128, help="pixels (multiple of 16)")
     parser.add_argument("--width", type=int, default=128, help="pixels (multiple of 16)")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--grad-accum", type=int, default=1,
+                        help="micro-batches per step: the batch split evenly, gradients accumulated, one reduction")
     parser.add_argument("--text-tokens", type=int, default=512, help="prompt tokens (at most 512)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--attention-backend", default="auto", choices=["auto", "sdpa", "flash", "sage"])
@@ -305,6 +317,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.text_tokens <= 512:
         parser.error(f"--text-tokens must be in [1, 512], got {args.text_tokens}")
+    if args.grad_accum < 1 or args.batch % args.grad_accum:
+        parser.error(f"--grad-accum must divide --batch {args.batch}, got {args.grad_accum}")
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -332,13 +346,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cases = [TrainCase(config=name, layers=layers, frames=args.frames, height=args.height, width=args.width,
                        batch=args.batch, text_tokens=args.text_tokens, device=args.device,
                        activation_checkpointing=not args.no_activation_checkpointing,
-                       offload_activations=args.offload_activations, attention_backend=args.attention_backend)
+                       offload_activations=args.offload_activations, attention_backend=args.attention_backend,
+                       grad_accum=args.grad_accum)
              for name, layers in specs]
     for case in cases:
         case.shape.latent_grid  # noqa: B018 -- a bad frame count or size fails here, before any model is built
     result = {
         "device": args.device, "machine": machine(args.device), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "steps": args.steps, "warmup": args.warmup, "lr": args.lr,
+        "grad_accum": args.grad_accum,
         "peak_tflops": args.peak_tflops, "precision": "bf16 autocast" if args.device == "cuda" else "float32",
         "memory_method": ("cuda max_memory_allocated over the timed steps (weights, grads, AdamW state, activations)"
                           if args.device == "cuda" else "peak resident set (VmHWM) of the process over the timed "

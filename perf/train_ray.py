@@ -47,6 +47,7 @@ def _train_config(case: Any, workers: int, threads: int, lr: float, parallel: di
     backend = "sdpa" if case.attention_backend == "auto" else case.attention_backend
     return DiTTrainConfig(lake="unused", buckets=["bench"], model=case.config, model_overrides=overrides,
                           attention_backend=backend, steps=1, global_batch_size=case.batch * workers,
+                          grad_accum_steps=case.grad_accum,
                           mixed_precision="auto", optim={"lr": lr, "weight_decay": 0.01, "grad_clip": 1.0},
                           parallel={"activation_checkpointing": case.activation_checkpointing,
                                     "offload_activations": case.offload_activations, **parallel},
@@ -134,7 +135,7 @@ def _case_args(case: Any) -> list[str]:
     """``perf.train`` arguments that rebuild ``case``."""
     args = ["--config", case.config, "--frames", str(case.frames), "--height", str(case.height), "--width",
             str(case.width), "--batch", str(case.batch), "--text-tokens", str(case.text_tokens), "--device",
-            case.device, "--attention-backend", case.attention_backend]
+            case.device, "--attention-backend", case.attention_backend, "--grad-accum", str(case.grad_accum)]
     args += ["--layers", str(case.layers)] if case.layers is not None else []
     args += [] if case.activation_checkpointing else ["--no-activation-checkpointing"]
     return args + (["--offload-activations"] if case.offload_activations else [])

@@ -34,3 +34,16 @@ def test_concurrent_plain_loops_rebuild_the_case() -> None:
     result = concurrent_plain(case, count=2, threads=1, warmup=0, steps=1, lr=1e-4)
     assert result["processes"] == 2 and len(result["per_process_step_s"]) == 2
     assert result["step_s"] == max(result["per_process_step_s"]) > 0
+
+
+def test_gradient_accumulation_reaches_the_trainer_and_the_baseline() -> None:
+    """``--grad-accum`` splits the batch in the plain loop, the Ray workers' trainer config and the concurrent
+    plain loops alike; it must divide the batch."""
+    from perf.train_ray import _case_args
+
+    case = TrainCase(config="tiny", layers=1, frames=1, height=32, width=32, batch=4, grad_accum=2)
+    assert _train_config(case, 2, 1, 1e-4, layout_parallel("replicate", 2)).grad_accum_steps == 2
+    args = parse_args(_case_args(case))
+    assert (args.batch, args.grad_accum) == (4, 2)
+    with pytest.raises(SystemExit):
+        parse_args(["--batch", "4", "--grad-accum", "3"])

@@ -167,6 +167,7 @@ def test_stage_change_takes_weights_only(tmp_path: Path) -> None:
     ("wrong_shape", "latent 'odd@img_4x4@planted' of bucket 'img_4x4' has shape [16, 1, 6, 6], expected [16, 1, 4, 4]"),
     ("parallel_sizes", "parallel sizes do not multiply to the world size"),
     ("wrong_channels", "do not fit the DiT, which takes [16, F, H, W]"),
+    ("grad_accum", "takes 4 samples a step: not divisible into grad_accum_steps 3 micro-batches"),
 ])
 def test_bad_input_fails_before_any_step(tmp_path: Path, case: str, message: str) -> None:
     from wanmodel.train.dit import train_dit
@@ -181,6 +182,9 @@ def test_bad_input_fails_before_any_step(tmp_path: Path, case: str, message: str
                                                                     (16, 1, 6, 6), 0, "key_0")])
     elif case == "wrong_channels":
         lake = write_lake(tmp_path / "lake", buckets={"img_4x4": (8, 1, 4, 4), "vid_4x6": BUCKETS["vid_4x6"]})
+    elif case == "grad_accum":
+        lake = write_lake(tmp_path / "lake")
+        over = {"grad_accum_steps": 3}
     else:
         lake = write_lake(tmp_path / "lake")
         over = {"ray": True, "num_workers": 2, "parallel": {"dp_replicate": 2, "fsdp": 2}}
@@ -313,10 +317,15 @@ def _parallel_worker(rank: int, world: int, port: int, cfgs: list[dict[str, Any]
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("ulysses,ring", [(2, 1), (1, 2)])
-def test_context_parallel_training_resumes_and_matches_one_process(tmp_path: Path, ulysses: int, ring: int) -> None:
-    """2 gloo ranks, FSDP2 over both and Ulysses or Ring attention inside (both ranks share each batch): the
-    one-process losses within 1e-4, through a sharded checkpoint written at step 3 and resumed from."""
+@pytest.mark.parametrize("parallel,accum", [({"ulysses": 2}, 1), ({"ring": 2}, 1), ({}, 2),
+                                            ({"dp_replicate": 2, "fsdp": 1}, 2)],
+                         ids=["ulysses", "ring", "fsdp-accum2", "replicate-accum2"])
+def test_parallel_training_resumes_and_matches_one_process(tmp_path: Path, parallel: dict[str, int],
+                                                           accum: int) -> None:
+    """2 gloo ranks: FSDP2 over both with Ulysses or Ring attention inside (both ranks share each batch), or FSDP2
+    / replicas over 2 data shards accumulating gradients over 2 micro-batches each (one reduction per step): the
+    one-process losses (one pass over the whole batch) within 1e-4, through a sharded checkpoint written at step 3
+    and resumed from."""
     import socket
 
     import torch.multiprocessing as mp
@@ -325,9 +334,8 @@ def test_context_parallel_training_resumes_and_matches_one_process(tmp_path: Pat
 
     lake = write_lake(tmp_path / "lake")
     one = train_dit(make_config(lake, tmp_path / "one", steps=5, checkpoint_dir=None))
-    parallel = {"ulysses": ulysses, "ring": ring}
     cfgs = [make_config(lake, tmp_path / "cp", steps=steps, num_workers=2, ray=True, parallel=parallel,
-                        checkpoint_every=3).model_dump(mode="json") for steps in (3, 5)]
+                        grad_accum_steps=accum, checkpoint_every=3).model_dump(mode="json") for steps in (3, 5)]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -338,6 +346,25 @@ def test_context_parallel_training_resumes_and_matches_one_process(tmp_path: Pat
     assert [got[s] for s in range(1, 6)] == pytest.approx([one.losses[s] for s in range(1, 6)], abs=1e-4)
     meta = json.loads((tmp_path / "cp" / "ckpt" / "step_000005" / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["step"] == 5
+
+
+def test_gradient_accumulation_equals_one_pass_over_the_batch(tmp_path: Path) -> None:
+    """The shard's batch in 4 micro-batches of 1: the losses of one pass over all 4 (the same data, noise and
+    sigma), and the micro-batches are the batch's rows in order."""
+    from wanmodel.train.dit import micro_batches, train_dit
+    from wanmodel.train.dit_data import StepInputs
+
+    lake = write_lake(tmp_path / "lake")
+    one = train_dit(make_config(lake, tmp_path / "one", steps=5, checkpoint_dir=None))
+    four = train_dit(make_config(lake, tmp_path / "four", steps=5, checkpoint_dir=None, grad_accum_steps=4))
+    assert [four.losses[s] for s in range(1, 6)] == pytest.approx([one.losses[s] for s in range(1, 6)], abs=1e-5)
+    assert four.losses[5] < four.losses[1]
+    inputs = StepInputs(None, torch.arange(8.0).reshape(4, 2), torch.zeros(4, 3, 1),  # type: ignore[arg-type]
+                        torch.ones(4, 2), torch.arange(4.0), ["a", "b", "c", "d"])
+    parts = micro_batches(inputs, 2)
+    assert [p.latent_ids for p in parts] == [["a", "b"], ["c", "d"]]
+    assert torch.equal(torch.cat([p.latents for p in parts]), inputs.latents)
+    assert torch.equal(parts[1].sigma, torch.tensor([2.0, 3.0]))
 
 
 def test_each_row_is_normalised_with_its_own_vae_statistics(tmp_path: Path) -> None:

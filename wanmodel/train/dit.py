@@ -16,7 +16,7 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -128,14 +128,37 @@ def _global_mean(value: torch.Tensor, rt: Runtime) -> float:
     return float(value)
 
 
+def micro_batches(inputs: StepInputs, count: int) -> list[StepInputs]:
+    """The shard's batch as ``count`` equal micro-batches (gradient accumulation), in row order."""
+    if count == 1:
+        return [inputs]
+    size = inputs.latents.shape[0] // count
+    return [replace(inputs, latents=inputs.latents[i:i + size], context=inputs.context[i:i + size],
+                    noise=inputs.noise[i:i + size], sigma=inputs.sigma[i:i + size],
+                    latent_ids=inputs.latent_ids[i:i + size]) for i in range(0, size * count, size)]
+
+
+def _sync_gradients(model: WanDiT, sync: bool) -> None:
+    """FSDP2: reduce this backward's gradients over the data shards (the last micro-batch) or keep accumulating
+    them unsharded and local (the others), the gathered weights kept until then."""
+    if hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(sync)
+        model.set_reshard_after_backward(sync)
+
+
 def train_step(cfg: DiTTrainConfig, model: WanDiT, opt: torch.optim.Optimizer, inputs: StepInputs,
                rt: Runtime) -> tuple[float, float, bool]:
-    """Forward, backward, clip, step; returns (loss, grad norm, whether the step was applied)."""
+    """Forward and backward per micro-batch, clip, step; returns (loss, grad norm, whether the step was applied)."""
     autocast = torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=_bf16(cfg, rt.device))
-    with autocast, activation_offload(cfg.parallel.offload_activations):
-        loss = flow_matching_loss(model, inputs.latents.to(rt.device), noise=inputs.noise.to(rt.device),
-                                  sigma=inputs.sigma.to(rt.device), context=inputs.context.to(rt.device))
-    loss.backward()
+    parts = micro_batches(inputs, cfg.grad_accum_steps)
+    loss = torch.zeros((), device=rt.device)
+    for i, part in enumerate(parts):
+        _sync_gradients(model, i == len(parts) - 1)
+        with autocast, activation_offload(cfg.parallel.offload_activations):
+            part_loss = flow_matching_loss(model, part.latents.to(rt.device), noise=part.noise.to(rt.device),
+                                           sigma=part.sigma.to(rt.device), context=part.context.to(rt.device))
+        (part_loss / len(parts)).backward()
+        loss += part_loss.detach().float() / len(parts)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or math.inf)
     norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
     global_loss = _global_mean(loss, rt)
@@ -268,6 +291,10 @@ def prepare(cfg: DiTTrainConfig) -> LatentIndex:
     if cfg.global_batch_size % dims.data_parallel:
         raise ValueError(f"global_batch_size {cfg.global_batch_size} is not divisible by the "
                          f"{dims.data_parallel} data shards of {dims.describe()}")
+    if (cfg.global_batch_size // dims.data_parallel) % cfg.grad_accum_steps:
+        per_shard = cfg.global_batch_size // dims.data_parallel
+        raise ValueError(f"each of the {dims.data_parallel} data shards takes {per_shard} "
+                         f"samples a step: not divisible into grad_accum_steps {cfg.grad_accum_steps} micro-batches")
     return index
 
 

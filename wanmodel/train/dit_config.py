@@ -71,6 +71,9 @@ class DiTTrainConfig(Strict):
     empty_text_key: str | None = None  # text_embeddings key of the empty prompt; needed when caption_dropout > 0
     steps: int = Field(gt=0)
     global_batch_size: int = Field(gt=0)  # samples per optimizer step over all data shards
+    # forward/backward passes per optimizer step on each data shard: its share of the global batch in this many
+    # equal micro-batches, the gradients synchronised once (less activation memory, fewer collectives per sample)
+    grad_accum_steps: int = Field(1, ge=1)
     seed: int = 0
     mixed_precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, float32 on CPU
     optim: OptimSection = Field(default_factory=OptimSection)
