@@ -2,7 +2,8 @@
 
     caption  -> the generator's reference captions (one dominant colour each) into ``captions`` (model_id
                 ``reference``) through the lake driver, or the caption job when a captioner is configured
-    vae      -> the tiny Wan-VAE trained briefly on the curated lake (``python -m jobs.train_vae``'s entry point)
+    vae      -> the tiny Wan-VAE trained briefly on the curated lake (``python -m jobs.train_vae``'s entry point):
+                an image phase, then the inflated video phase, as the report trains it
     encode   -> ``latents`` + ``text_embeddings`` with that VAE and the tiny umT5 (the encode job), for the training
                 lake and for a validation lake that holds the held-out clips' captions only
     train    -> the tiny DiT on the training caches (the DiT trainer, in this process)
@@ -12,15 +13,17 @@
 
 Held-out clips: every ``holdout_every``-th kept clip (in ``clip_id`` order) is captioned in a copy of the lake
 (``toy/val_lake``: the ``videos``, ``clips`` and ``curated`` tables) instead of the demo lake, so the training
-caches never contain it. Settings: ``jobs/configs/toy_world.yaml``.
+caches never contain it. Settings: ``jobs/configs/toy_world.yaml``. The figures are printed and written to
+``toy/figures.json``.
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,16 @@ from pydantic import Field
 from curation.jobconfig import Strict, apply_overrides, load_yaml_config, read_yaml
 from curation.lake import Lake
 from jobs.toy_bench import RUNS, BenchSection, bench_text, run_toy_bench
+from jobs.toy_figures import (
+    latent_figures,
+    load_dit_cpu,
+    sample_figures,
+    sample_images,
+    save_grid,
+    training_histogram,
+    training_latents,
+    validation_loss,
+)
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 REFERENCE_MODEL_ID = "reference"
@@ -47,7 +60,9 @@ class SampleSection(Strict):
 
 class ToyWorldConfig(Strict):
     holdout_every: int = Field(5, ge=2)
-    vae_config: str = str(CONFIGS / "toy_vae.yaml")
+    # the VAE's phases in order (the report's image stage, then video), each from the checkpoint of the one before
+    vae_configs: list[str] = Field(default_factory=lambda: [str(CONFIGS / "toy_vae_image.yaml"),
+                                                            str(CONFIGS / "toy_vae.yaml")], min_length=1)
     encode_config: str = str(CONFIGS / "toy_encode.yaml")
     train_config: str = str(CONFIGS / "toy_train.yaml")
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per step: vae / encode / train
@@ -200,25 +215,33 @@ def _step_overrides(cfg: ToyWorldConfig, step: str, base: dict[str, Any]) -> dic
 
 
 def train_vae_step(cfg: ToyWorldConfig, paths: ToyPaths) -> str:
-    """The tiny VAE on the curated lake through the VAE job's entry point; returns its checkpoint folder."""
+    """The tiny VAE on the curated lake through the VAE job's entry point, phase after phase (each from the last
+    one's checkpoint); returns the last phase's checkpoint folder."""
+    previous: str | None = None
+    for i, config in enumerate(cfg.vae_configs):
+        phase = read_yaml(config).get("phase", "video")
+        base = {"lake": paths.lake, "checkpoint_dir": str(paths.root / "vae" / f"{i}_{phase}")}
+        previous = _train_vae_phase(apply_overrides(read_yaml(config), _step_overrides(cfg, "vae", {
+            **base, **({"init_checkpoint": previous} if previous else {})})), paths.root / f"vae_{i}_{phase}.yaml")
+    assert previous is not None
+    return previous
+
+
+def _train_vae_phase(data: dict[str, Any], resolved: Path) -> str:
     import yaml
 
     from jobs.train_vae import main as train_vae_main
 
-    ckpt_dir = paths.root / "vae"
-    data = apply_overrides(read_yaml(cfg.vae_config),
-                           _step_overrides(cfg, "vae", {"lake": paths.lake, "checkpoint_dir": str(ckpt_dir)}))
-    resolved = paths.root / "vae.yaml"
     resolved.parent.mkdir(parents=True, exist_ok=True)
     resolved.write_text(yaml.safe_dump(data, sort_keys=False))
-    latest = ckpt_dir / "latest"
+    latest = Path(data["checkpoint_dir"]) / "latest"
     if latest.is_file():  # a finished earlier run of the demo: its VAE made the cached latents
-        return str(ckpt_dir / latest.read_text().strip())
+        return str(latest.parent / latest.read_text().strip())
     if train_vae_main(["--config", str(resolved)]) != 0:
         raise RuntimeError(f"VAE training failed (config {resolved})")
     if not latest.is_file():
         raise RuntimeError(f"VAE training left no checkpoint: {latest} is missing")
-    return str(ckpt_dir / latest.read_text().strip())
+    return str(latest.parent / latest.read_text().strip())
 
 
 def encode_step(cfg: ToyWorldConfig, paths: ToyPaths, vae: str) -> None:
@@ -296,144 +319,6 @@ def untrained_model(tcfg: Any, out: Path) -> str:
     return str(out)
 
 
-# --------------------------------------------------------------------------------------------------- figures
-def _load_dit(path: str) -> Any:
-    from wanmodel.models.dit_adapters import load_dit
-
-    return load_dit(path, device="cpu").eval()
-
-
-def ok_latents(lake: Lake) -> tuple[Any, Any]:
-    """(index, store) of every ``ok`` row of the lake's ``latents``, in all its buckets (the trainer's readers)."""
-    from wanmodel.train.dit_data import LatentIndex, LatentStore
-
-    buckets = sorted(set(lake.read("latents", columns=["bucket"], filter="status = 'ok'").column("bucket")
-                         .to_pylist()))
-    if not buckets:
-        raise RuntimeError(f"the lake {lake.root} has no latents")
-    index = LatentIndex.from_lake(lake, buckets)
-    return index, LatentStore(lake, index)
-
-
-def validation_loss(model: Any, lake: str, *, sigmas: list[float], seed: int) -> float:
-    """Mean flow-matching loss over every held-out latent at each of ``sigmas``, with fixed noise (``seed``);
-    the posterior means, normalised as the trainer normalises them."""
-    import torch
-
-    from wanmodel.diffusion.flow_matching import flow_matching_loss
-    from wanmodel.train.dit_data import TextStore
-
-    val = Lake(lake)
-    index, store = ok_latents(val)
-    text = TextStore(val, index, model.config.text_dim, model.config.text_len)
-    total, count = 0.0, 0
-    for b, bucket in enumerate(index.buckets):
-        rows = index.by_bucket[bucket]
-        mean = store.read(rows).normalized_sample(None)
-        x0 = mean.repeat(len(sigmas), *([1] * (mean.ndim - 1)))
-        sigma = torch.tensor(sigmas, dtype=torch.float32).repeat_interleave(len(rows))
-        context = text.batch([index.rows[i].text_key for i in rows]).repeat(len(sigmas), 1, 1)
-        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + b))
-        with torch.no_grad():
-            per = flow_matching_loss(model, x0, noise=noise, sigma=sigma, context=context, return_per_sample=True)
-        total, count = total + float(per.sum()), count + per.numel()
-    return total / count
-
-
-def training_histogram(lake: Lake, clip_ids: list[str]) -> np.ndarray:
-    """Mean colour histogram of the training clips' keyframes."""
-    import cv2
-
-    from curation.synth.captions import colour_histogram
-
-    wanted = set(clip_ids)
-    rows = lake.read("clips", columns=["clip_id", "keyframes"]).to_pylist()
-    hists = []
-    for r in rows:
-        if r["clip_id"] in wanted:
-            for jpeg in r["keyframes"] or []:
-                bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-                hists.append(colour_histogram(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-    if not hists:
-        raise RuntimeError("no keyframes of the training clips in 'clips'")
-    return np.mean(hists, axis=0)
-
-
-@dataclass
-class Samples:
-    images: dict[tuple[str, int], np.ndarray]  # (prompt, seed) -> RGB uint8 [H, W, 3]
-    latents: dict[tuple[str, int], np.ndarray]  # (prompt, seed) -> the normalised latent, flattened [C*1*h*w]
-
-
-def sample_images(dit_path: str, vae: str, text_encoder: str, prompts: list[str], s: SampleSection) -> Samples:
-    """Every prompt with every seed (each seed's noise shared by the prompts): images and their latents."""
-    from wanmodel.pipelines.t2v import WanT2VPipeline
-
-    pipe = WanT2VPipeline.from_pretrained(dit_path, vae, text_encoder)
-    out = Samples({}, {})
-    for seed in s.seeds:
-        result = pipe.generate(prompts, seed=[seed] * len(prompts), height=s.size, width=s.size, num_frames=1,
-                               num_steps=s.num_steps, guidance_scale=s.guidance_scale, shift=s.shift,
-                               solver=s.solver, negative_prompt="")  # the empty prompt, as caption dropout
-        for p, img, lat in zip(prompts, result.images, result.latents):
-            out.images[(p, seed)] = img
-            out.latents[(p, seed)] = lat[:, :1].flatten().numpy()
-    return out
-
-
-def training_latents(lake: Lake, captions: dict[str, tuple[str, str, str]]) -> tuple[np.ndarray, list[str]]:
-    """The first latent frame of each training clip's normalised posterior mean, flattened [N, C*h*w] (an image's
-    latent, or a video's first frame, which the causal VAE encodes alone), and each clip's colour."""
-    clip_of = {r["latent_id"]: r["clip_id"]
-               for r in lake.read("latents", columns=["latent_id", "clip_id"], filter="status = 'ok'").to_pylist()}
-    index, store = ok_latents(lake)
-    vectors, colours = [], []
-    for bucket in index.buckets:  # one read per bucket (one latent shape each)
-        rows = [i for i in index.by_bucket[bucket] if clip_of[index.rows[i].latent_id] in captions]
-        if rows:
-            latents = store.read(rows).normalized_sample(None)  # the trainer's normalisation
-            vectors += [z[:, :1].flatten().numpy() for z in latents]
-            colours += [captions[clip_of[index.rows[i].latent_id]][1] for i in rows]
-    return np.stack(vectors), colours
-
-
-def latent_figures(samples: Samples, colours: dict[str, str], train: tuple[np.ndarray, list[str]]
-                   ) -> tuple[float, float]:
-    """In latent space: (mean RMS distance of a sample to its nearest training clip's first frame, rate of samples
-    whose nearest training clip has the prompt's colour)."""
-    vectors, clip_colours = train
-    dists, hits = [], []
-    for (prompt, _), vec in samples.latents.items():
-        d = np.sqrt(np.mean((vectors - vec[None]) ** 2, axis=1))
-        dists.append(float(d.min()))
-        hits.append(clip_colours[int(np.argmin(d))] == colours[prompt])
-    return float(np.mean(dists)), float(np.mean(hits))
-
-
-def sample_figures(samples: dict[tuple[str, int], np.ndarray], colours: dict[str, str],
-                   train_hist: np.ndarray) -> tuple[float, float]:
-    """(total-variation distance of the samples' mean colour histogram to the training clips', rate of samples
-    whose dominant colour is their prompt's colour)."""
-    from curation.synth.captions import colour_histogram, dominant_colour
-
-    hist = np.mean([colour_histogram(img) for img in samples.values()], axis=0)
-    hits = [dominant_colour(img) == colours[prompt] for (prompt, _), img in samples.items()]
-    return 0.5 * float(np.abs(hist - train_hist).sum()), float(np.mean(hits))
-
-
-def save_grid(samples: dict[tuple[str, int], np.ndarray], path: Path) -> None:
-    """One PNG: a row per prompt, a column per seed."""
-    import cv2
-
-    prompts = sorted({p for p, _ in samples})
-    seeds = sorted({s for _, s in samples})
-    rows = [np.concatenate([samples[(p, s)] for s in seeds], axis=1) for p in prompts]
-    grid = np.concatenate(rows, axis=0)
-    cv2.imwrite(str(path), cv2.cvtColor(cv2.resize(grid, None, fx=4, fy=4, interpolation=cv2.INTER_NEAREST),
-                                        cv2.COLOR_RGB2BGR))
-
-
-# ------------------------------------------------------------------------------------------------------ run
 def _timed(timings: dict[str, float], name: str, fn: Any, *args: Any) -> Any:
     t0 = time.perf_counter()
     value = fn(*args)
@@ -458,6 +343,7 @@ def run_toy_world(out: str, lake: str, labels: pa.Table, config: str | None = No
         figures.bench = _timed(timings, "bench", bench_step, cfg, paths, Path(out).resolve() / "bench",
                                figures.colours, vae, untrained, trained)
         print(bench_text(figures.bench))
+    (paths.root / "figures.json").write_text(json.dumps(asdict(figures), indent=1, default=str))
     return figures
 
 
@@ -472,7 +358,7 @@ def bench_step(cfg: ToyWorldConfig, paths: ToyPaths, report: Path, colours: list
 def figures_step(cfg: ToyWorldConfig, paths: ToyPaths, captions: dict[str, tuple[str, str, str]], vae: str,
                  untrained: str, trained: str, timings: dict[str, float]) -> ToyFigures:
     train_ids, _ = split_holdout(list(captions), cfg.holdout_every)
-    losses = [validation_loss(_load_dit(p), paths.val_lake, sigmas=cfg.val_sigmas, seed=cfg.val_seed)
+    losses = [validation_loss(load_dit_cpu(p), paths.val_lake, sigmas=cfg.val_sigmas, seed=cfg.val_seed)
               for p in (untrained, trained)]
     colours = sorted({captions[c][1] for c in train_ids} - {"grey"})
     prompts = {f"a {c} scene": c for c in colours}

@@ -54,6 +54,34 @@ def test_data_samples_shape_range_and_skips(small_lake: Path) -> None:
     assert all(torch.equal(a.video, b.video) for a, b in zip(samples, again))  # a (seed, index) stream
 
 
+@pytest.mark.parametrize("frames,budget_mb", [(1, 64), (5, 64), (5, 0.004)])
+def test_frame_cache_serves_the_decoded_windows(small_lake: Path, tmp_path: Path, frames: int,
+                                                budget_mb: float) -> None:
+    """With the decoded-frame cache the batches are bit for bit those of decoding each window (images and video
+    windows, into the second epoch); a budget smaller than a clip keeps nothing and changes nothing; a clip whose
+    file is gone is a counted decode error either way, and the clip after it takes its place."""
+    from dataclasses import replace
+
+    from wanmodel.data.clips import read_clip_records
+    from wanmodel.train.vae_data import VAEData
+
+    records = read_clip_records(small_lake)
+    gone = next(i for i, r in enumerate(records) if r.media_type != "image")
+    records[gone] = replace(records[gone], uri=str(tmp_path / "gone.mp4"))
+    kwargs = {"num_frames": frames, "size": (32, 48), "batch_size": 3, "seed": 1}
+    plain, cached = VAEData(records, **kwargs), VAEData(records, **kwargs, cache_mb=budget_mb)
+    for step in range(2 * len(plain.records) // 3 + 1):
+        a, b = plain.batch(step), cached.batch(step)
+        assert a.clip_ids == b.clip_ids and torch.equal(a.video, b.video), step
+    assert plain.skipped["decode_error"] == cached.skipped["decode_error"] > 0
+    assert cached.cache is not None
+    if budget_mb < 1:
+        assert cached.cache.clips == {} and cached.cache.used == 0
+    else:
+        assert 1 < len(cached.cache.clips) < len(plain.records) + 1
+        assert 0 < cached.cache.used == sum(a.nbytes for a in cached.cache.clips.values()) <= budget_mb * 2**20
+
+
 def test_losses_zero_cases_and_gradients() -> None:
     torch.manual_seed(0)
     zeros = torch.zeros(2, 16, 2, 4, 4)

@@ -26,15 +26,16 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 __all__ = [
-    "ClipRecord",
     "ClipDataset",
+    "ClipRecord",
+    "FrameCache",
     "NoClipsError",
     "Sample",
     "SkipClip",
     "clip_records",
     "load_sample",
-    "read_clip_records",
     "ray_clip_dataset",
+    "read_clip_records",
     "split_records",
 ]
 
@@ -159,30 +160,22 @@ def _to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
     return video / 127.5 - 1.0
 
 
-def load_sample(record: ClipRecord, num_frames: int, size: tuple[int, int], rng: np.random.Generator
-                ) -> torch.Tensor:
-    """One training window of ``record``: (3, num_frames, H, W) float32 in [-1, 1].
+def _read_image(record: ClipRecord, size: tuple[int, int]) -> np.ndarray:
+    image = cv2.imread(record.uri, cv2.IMREAD_COLOR)
+    if image is None:
+        raise SkipClip("decode_error", f"{record.clip_id}: cannot read image {record.uri}")
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return _fit(rgb, record.crop, (rgb.shape[1], rgb.shape[0]), size)
 
-    The window start is drawn from ``rng`` among the starts that fit in the clip. Raises ``SkipClip``
-    (reason ``too_short`` or ``decode_error``) when the clip cannot give one.
-    """
-    if record.media_type == "image":
-        if num_frames != 1:
-            raise SkipClip("too_short", f"{record.clip_id}: an image cannot give {num_frames} frames")
-        image = cv2.imread(record.uri, cv2.IMREAD_COLOR)
-        if image is None:
-            raise SkipClip("decode_error", f"{record.clip_id}: cannot read image {record.uri}")
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        return _to_tensor([_fit(rgb, record.crop, (rgb.shape[1], rgb.shape[0]), size)])
-    if record.num_frames < num_frames:
-        raise SkipClip("too_short", f"{record.clip_id}: {record.num_frames} frames < {num_frames}")
+
+def _decode_frames(record: ClipRecord, size: tuple[int, int], start: int, end: int) -> list[np.ndarray]:
+    """Source frames [start, end) of a video clip, cropped and fitted to ``size`` (fewer if the file ends)."""
     from curation.media.decode import decode_video
     from curation.media.probe import MediaError
 
-    start = record.start_frame + int(rng.integers(0, record.num_frames - num_frames + 1))
     frames: list[np.ndarray] = []
     try:
-        for frame in decode_video(record.uri, end_frame=start + num_frames, threads=1):
+        for frame in decode_video(record.uri, end_frame=end, threads=1):
             if frame.index < start:
                 continue
             bgr = frame.bgr(1 << 15)  # full size (bgr never upscales); crop and resize happen in _fit
@@ -190,6 +183,60 @@ def load_sample(record: ClipRecord, num_frames: int, size: tuple[int, int], rng:
             frames.append(_fit(bgr[:, :, ::-1], record.crop, source, size))
     except (MediaError, OSError, ValueError) as e:
         raise SkipClip("decode_error", f"{record.clip_id}: {e}") from e
+    return frames
+
+
+class FrameCache:
+    """Every frame of a clip fitted to one size, kept in memory (uint8) up to ``budget_mb``: on a small dataset
+    each clip is decoded once instead of once per window. A clip that would not fit in what is left of the budget
+    is not kept (its windows are decoded as usual); the windows are the same either way."""
+
+    def __init__(self, size: tuple[int, int], budget_mb: float) -> None:
+        self.size, self.budget, self.used = size, int(budget_mb * 2**20), 0
+        self.clips: dict[str, np.ndarray] = {}
+
+    def frames(self, record: ClipRecord) -> np.ndarray | None:
+        """(T, H, W, 3) uint8 RGB: the whole clip (an image: one frame), or None when it does not fit."""
+        if record.clip_id in self.clips:
+            return self.clips[record.clip_id]
+        count = 1 if record.media_type == "image" else record.num_frames
+        need = count * self.size[0] * self.size[1] * 3
+        if self.used + need > self.budget:
+            return None
+        if record.media_type == "image":
+            decoded = [_read_image(record, self.size)]
+        else:
+            decoded = _decode_frames(record, self.size, record.start_frame, record.start_frame + record.num_frames)
+        array = np.stack(decoded) if decoded else np.zeros((0, *self.size, 3), np.uint8)
+        self.clips[record.clip_id] = array
+        self.used += array.nbytes
+        return array
+
+
+def load_sample(record: ClipRecord, num_frames: int, size: tuple[int, int], rng: np.random.Generator,
+                cache: FrameCache | None = None) -> torch.Tensor:
+    """One training window of ``record``: (3, num_frames, H, W) float32 in [-1, 1].
+
+    The window start is drawn from ``rng`` among the starts that fit in the clip. Raises ``SkipClip``
+    (reason ``too_short`` or ``decode_error``) when the clip cannot give one. ``cache`` (of ``size``) serves the
+    window from the clip's decoded frames when it holds them or can take them.
+    """
+    if cache is not None and cache.size != size:
+        raise ValueError(f"the frame cache holds {cache.size} frames, the window asks for {size}")
+    if record.media_type == "image":
+        if num_frames != 1:
+            raise SkipClip("too_short", f"{record.clip_id}: an image cannot give {num_frames} frames")
+        cached = cache.frames(record) if cache is not None else None
+        return _to_tensor(list(cached) if cached is not None else [_read_image(record, size)])
+    if record.num_frames < num_frames:
+        raise SkipClip("too_short", f"{record.clip_id}: {record.num_frames} frames < {num_frames}")
+    start = record.start_frame + int(rng.integers(0, record.num_frames - num_frames + 1))
+    cached = cache.frames(record) if cache is not None else None
+    if cached is not None:
+        offset = start - record.start_frame
+        frames = list(cached[offset:offset + num_frames])
+    else:
+        frames = _decode_frames(record, size, start, start + num_frames)
     if len(frames) < num_frames:
         raise SkipClip("too_short", f"{record.clip_id}: decoded {len(frames)} of {num_frames} frames from {start}")
     return _to_tensor(frames)

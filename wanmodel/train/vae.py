@@ -113,6 +113,9 @@ class VAETrainConfig(BaseModel):
     latent_stats_clips: int = Field(32, ge=1)  # training clips the statistics are measured on
     seed: int = 0
     device: str = "auto"  # 'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1'...
+    # per worker: keep the clips' decoded frames (training size, uint8) in memory up to this many MB, so a small
+    # dataset decodes each clip once instead of once per window (0: decode every window)
+    frame_cache_mb: float = Field(0, ge=0)
     cpus_per_worker: float = Field(1.0, gt=0)  # Ray Train: CPUs reserved per worker (the index read needs one more)
     cpu_threads: int | None = Field(None, ge=1)  # torch.set_num_threads for this process (None: leave it)
 
@@ -342,7 +345,7 @@ def train_loop(cfg: VAETrainConfig, records: list[ClipRecord], device: torch.dev
     step = _resume(found, m)
     train_records, held = split_records(records, cfg.eval_clips, cfg.seed)
     data = VAEData(train_records, num_frames=cfg.num_frames, size=cfg.hw, batch_size=cfg.batch_size,
-                   seed=cfg.seed, rank=rank, world=world)
+                   seed=cfg.seed, rank=rank, world=world, cache_mb=cfg.frame_cache_mb)
     eval_videos = _eval_videos(cfg, held) if rank == 0 else []
     stats_videos = _stats_videos(cfg, data) if rank == 0 and cfg.checkpoint_dir else []
     result = TrainResult(vae=m.vae, discriminator=m.discriminator, start_step=step)

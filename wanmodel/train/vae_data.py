@@ -8,7 +8,9 @@ length (images for video phases, clips shorter than the window: counted as ``too
 ``batch_size x workers``; worker ``r`` takes the ``r``-th slice of step ``s``'s batch. A clip's window start is drawn
 from (seed, epoch, clip), so a resumed run sees exactly the windows an uninterrupted run saw, and within an epoch
 no clip window is seen twice or skipped. A clip that fails to decode is replaced by the next clip of the list that
-decodes (deterministic, counted as ``decode_error``).
+decodes (deterministic, counted as ``decode_error``). With ``cache_mb`` each worker keeps the clips' decoded frames
+(at the training size, uint8) in memory up to that budget (``clips.FrameCache``): on a small dataset every clip is
+decoded once, not once per window, and the windows stay exactly the ones decoding gives.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wanmodel.data.clips import ClipRecord, NoClipsError, SkipClip, load_sample
+from wanmodel.data.clips import ClipRecord, FrameCache, NoClipsError, SkipClip, load_sample
 from wanmodel.train.dit_plan import EpochPlan, RowGroups
 
 __all__ = ["CLIP_COLUMNS", "ClipBatch", "VAEData", "clip_source", "usable_records"]
@@ -58,7 +60,7 @@ class VAEData:
     """One worker's view of the clip stream: ``batch(step)`` is its slice of step ``step``'s global batch."""
 
     def __init__(self, records: Sequence[ClipRecord], *, num_frames: int, size: tuple[int, int], batch_size: int,
-                 seed: int, rank: int = 0, world: int = 1) -> None:
+                 seed: int, rank: int = 0, world: int = 1, cache_mb: float = 0) -> None:
         self.records, self.skipped = usable_records(records, num_frames)
         global_batch = batch_size * world
         if len(self.records) < global_batch:
@@ -68,6 +70,7 @@ class VAEData:
         self.num_frames, self.size, self.seed = num_frames, size, seed
         self.plan = EpochPlan(RowGroups.single(len(self.records)), global_batch, seed)
         self.lo, self.local = rank * batch_size, batch_size
+        self.cache = FrameCache(size, cache_mb) if cache_mb > 0 else None
 
     def batch(self, step: int) -> ClipBatch:
         planned = self.plan.batch(step)
@@ -89,7 +92,7 @@ class VAEData:
             record = self.records[(row + k) % len(self.records)]
             rng = np.random.default_rng([self.seed, epoch, (row + k) % len(self.records)])
             try:
-                return load_sample(record, self.num_frames, self.size, rng)
+                return load_sample(record, self.num_frames, self.size, rng, self.cache)
             except SkipClip as error:
                 self.skipped[error.reason] += 1
         raise NoClipsError(f"no clip of {len(self.records)} gave a {self.num_frames}-frame window "
