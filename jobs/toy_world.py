@@ -219,10 +219,12 @@ def train_vae_step(cfg: ToyWorldConfig, paths: ToyPaths) -> str:
     one's checkpoint); returns the last phase's checkpoint folder."""
     previous: str | None = None
     for i, config in enumerate(cfg.vae_configs):
-        phase = read_yaml(config).get("phase", "video")
-        base = {"lake": paths.lake, "checkpoint_dir": str(paths.root / "vae" / f"{i}_{phase}")}
-        previous = _train_vae_phase(apply_overrides(read_yaml(config), _step_overrides(cfg, "vae", {
-            **base, **({"init_checkpoint": previous} if previous else {})})), paths.root / f"vae_{i}_{phase}.yaml")
+        data = read_yaml(config)
+        phase = data.get("phase", "video")
+        base = {"lake": paths.lake, "checkpoint_dir": str(paths.root / "vae" / f"{i}_{phase}"),
+                **({"init_checkpoint": previous} if previous else {})}
+        previous = _train_vae_phase(apply_overrides(data, _step_overrides(cfg, "vae", base)),
+                                    paths.root / f"vae_{i}_{phase}.yaml")
     assert previous is not None
     return previous
 

@@ -189,24 +189,29 @@ def _decode_frames(record: ClipRecord, size: tuple[int, int], start: int, end: i
 class FrameCache:
     """Every frame of a clip fitted to one size, kept in memory (uint8) up to ``budget_mb``: on a small dataset
     each clip is decoded once instead of once per window. A clip that would not fit in what is left of the budget
-    is not kept (its windows are decoded as usual); the windows are the same either way."""
+    is not kept (its windows are decoded as usual); the windows are the same either way. A clip that failed to
+    decode fails again at once, without decoding it again."""
 
     def __init__(self, size: tuple[int, int], budget_mb: float) -> None:
         self.size, self.budget, self.used = size, int(budget_mb * 2**20), 0
         self.clips: dict[str, np.ndarray] = {}
+        self.failed: dict[str, SkipClip] = {}
 
     def frames(self, record: ClipRecord) -> np.ndarray | None:
         """(T, H, W, 3) uint8 RGB: the whole clip (an image: one frame), or None when it does not fit."""
         if record.clip_id in self.clips:
             return self.clips[record.clip_id]
+        if record.clip_id in self.failed:
+            raise self.failed[record.clip_id]
         count = 1 if record.media_type == "image" else record.num_frames
-        need = count * self.size[0] * self.size[1] * 3
-        if self.used + need > self.budget:
+        if self.used + count * self.size[0] * self.size[1] * 3 > self.budget:
             return None
-        if record.media_type == "image":
-            decoded = [_read_image(record, self.size)]
-        else:
-            decoded = _decode_frames(record, self.size, record.start_frame, record.start_frame + record.num_frames)
+        try:
+            decoded = ([_read_image(record, self.size)] if record.media_type == "image" else
+                       _decode_frames(record, self.size, record.start_frame, record.end_frame))
+        except SkipClip as error:
+            self.failed[record.clip_id] = error
+            raise
         array = np.stack(decoded) if decoded else np.zeros((0, *self.size, 3), np.uint8)
         self.clips[record.clip_id] = array
         self.used += array.nbytes
@@ -223,18 +228,18 @@ def load_sample(record: ClipRecord, num_frames: int, size: tuple[int, int], rng:
     """
     if cache is not None and cache.size != size:
         raise ValueError(f"the frame cache holds {cache.size} frames, the window asks for {size}")
-    if record.media_type == "image":
-        if num_frames != 1:
-            raise SkipClip("too_short", f"{record.clip_id}: an image cannot give {num_frames} frames")
-        cached = cache.frames(record) if cache is not None else None
-        return _to_tensor(list(cached) if cached is not None else [_read_image(record, size)])
-    if record.num_frames < num_frames:
+    image = record.media_type == "image"
+    if image and num_frames != 1:
+        raise SkipClip("too_short", f"{record.clip_id}: an image cannot give {num_frames} frames")
+    if not image and record.num_frames < num_frames:
         raise SkipClip("too_short", f"{record.clip_id}: {record.num_frames} frames < {num_frames}")
-    start = record.start_frame + int(rng.integers(0, record.num_frames - num_frames + 1))
+    offset = 0 if image else int(rng.integers(0, record.num_frames - num_frames + 1))
+    start = record.start_frame + offset
     cached = cache.frames(record) if cache is not None else None
     if cached is not None:
-        offset = start - record.start_frame
         frames = list(cached[offset:offset + num_frames])
+    elif image:
+        frames = [_read_image(record, size)]
     else:
         frames = _decode_frames(record, size, start, start + num_frames)
     if len(frames) < num_frames:

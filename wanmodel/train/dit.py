@@ -291,8 +291,8 @@ def prepare(cfg: DiTTrainConfig) -> LatentIndex:
     if cfg.global_batch_size % dims.data_parallel:
         raise ValueError(f"global_batch_size {cfg.global_batch_size} is not divisible by the "
                          f"{dims.data_parallel} data shards of {dims.describe()}")
-    if (cfg.global_batch_size // dims.data_parallel) % cfg.grad_accum_steps:
-        per_shard = cfg.global_batch_size // dims.data_parallel
+    per_shard = cfg.global_batch_size // dims.data_parallel
+    if per_shard % cfg.grad_accum_steps:
         raise ValueError(f"each of the {dims.data_parallel} data shards takes {per_shard} "
                          f"samples a step: not divisible into grad_accum_steps {cfg.grad_accum_steps} micro-batches")
     return index
