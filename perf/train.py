@@ -233,8 +233,25 @@ def ray_comparison(case: TrainCase, plain: dict[str, Any], workers: list[int], *
             timed["plain_together"] = baseline
             if "step_s" in baseline:
                 timed["overhead_vs_together"] = timed["step_s"] / baseline["step_s"] - 1
+            if case.device == "cpu":
+                timed["without_ray"] = _without_ray(case, plain, count, layout, threads=threads, warmup=warmup,
+                                                    steps=steps, lr=lr)
         rows.append(timed)
     return rows
+
+
+def _without_ray(case: TrainCase, plain: dict[str, Any], count: int, layout: str, **timing: Any) -> dict[str, Any]:
+    """The same distributed step on ``count`` processes without Ray (``perf.train_ray.spawned_case``), with its
+    overhead against the plain loop: the part of the Ray path's overhead that is the FSDP2/DDP step's own."""
+    from perf.train_ray import spawned_case
+
+    try:
+        timed = spawned_case(case, workers=count, layout=layout, **timing)
+    except Exception as error:  # noqa: BLE001 -- recorded; the Ray figures stand without this split
+        return {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
+    timed["overhead"] = timed["step_s"] / plain["step_s"] - 1
+    timed["overhead_min"] = timed["min_step_s"] / plain["min_step_s"] - 1
+    return timed
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -282,10 +299,17 @@ def print_ray_table(result: dict[str, Any]) -> None:
             print(f"{case['case']:>16} {path:>16} {ray['step_s']:>8.3f} {per:>15} {ray['tokens_per_s']:>12.1f} "
                   f"{peaks:>24} {ray['overhead']:>+9.1%} {ray['overhead_min']:>+9.1%} "
                   + (f"{ray['overhead_vs_together']:>+11.1%}" if "overhead_vs_together" in ray else f"{'':>11}"))
+            bare = ray.get("without_ray")
+            if bare is not None:
+                path = f"no Ray x{ray['workers']} {ray['layout']}"
+                print(f"{case['case']:>16} {path:>16} " + (bare["error"] if "error" in bare else
+                      f"{bare['step_s']:>8.3f} {'':>15} {'':>12} {'':>24} {bare['overhead']:>+9.1%} "
+                      f"{bare['overhead_min']:>+9.1%}"))
     print("overhead: the slowest worker's median step time / the plain loop's - 1 (the same batch, the same "
           "threads; fastest: of the fastest steps, less sensitive to a loaded machine); vs plain xN: against N plain "
-          "loops run at once, each in its own process (the machine's contention taken out); peak MB: each worker "
-          "process's resident high-water mark over the timed steps")
+          "loops run at once, each in its own process (the machine's contention taken out); no Ray: the same trainer "
+          "step on processes started by torch.multiprocessing (the distributed step's own cost, without Ray Train's "
+          "worker runtime); peak MB: each worker process's resident high-water mark over the timed steps")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -312,7 +336,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "comma-separated (default: 1,2 on CPU, none on CUDA; 0: none)")
     parser.add_argument("--ray-layouts", default="fsdp",
                         help="how 2+ workers hold the weights, comma-separated: fsdp (ZeRO-3), zero2 (gathered blocks "
-                             "kept for the backward), replicate (DDP-like); default fsdp")
+                             "kept for the backward), replicate (DDP); default fsdp")
     parser.add_argument("--out", default="perf/results/train.json")
     args = parser.parse_args(argv)
     if not 1 <= args.text_tokens <= 512:

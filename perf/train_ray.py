@@ -2,11 +2,13 @@
 with the same hook (``time_train_step``) as the plain loop, on the same batch.
 
 Each worker builds the model, the optimizer and the runtime the way ``wanmodel.train.dit.train_loop`` does
-(``build_model``: ``parallelize_dit`` over the worker mesh, FSDP2 ``fully_shard`` per block when there are 2 or
-more workers; ``build_optimizer``: AdamW) and times ``wanmodel.train.dit.train_step`` (forward, backward, gradient
-clipping over the sharded gradients, the global-batch loss all-reduce, AdamW) on ``perf.train.make_batch`` of
-the case, the plain loop's batch: each worker takes a whole copy of it, so the global batch is ``workers`` x the
-plain loop's and a worker's step does the plain loop's compute plus the FSDP2 collectives (gloo on CPU).
+(``build_model``: ``parallelize_dit`` over the worker mesh: FSDP2 ``fully_shard`` per block, or DDP for full
+replicas; ``build_optimizer``: AdamW) and times ``wanmodel.train.dit.train_step`` (forward, backward, gradient
+clipping, the global-batch loss all-reduce, AdamW) on ``perf.train.make_batch`` of the case, the plain loop's
+batch: each worker takes a whole copy of it, so the global batch is ``workers`` x the plain loop's and a
+worker's step does the plain loop's compute plus the collectives (gloo on CPU). ``spawned_case`` times the same
+step on processes started by ``torch.multiprocessing`` without Ray, which splits the overhead into the
+distributed step's own cost and Ray Train's worker runtime's.
 
 Only the timed steps count: Ray start-up, the workers' process start, the process group, the model build and the
 warmup steps are outside the timing (``fit_s`` records the whole fit for reference). Each worker resets its
@@ -24,13 +26,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["LAYOUTS", "concurrent_plain", "layout_parallel", "ray_case"]
+__all__ = ["LAYOUTS", "concurrent_plain", "layout_parallel", "ray_case", "spawned_case"]
 
 
 LAYOUTS: dict[str, dict[str, Any]] = {  # --ray-layouts: how 2+ workers hold the weights (the trainer's parallel:)
     "fsdp": {},  # FSDP2 over all workers, each block resharded after its forward (ZeRO-3)
     "zero2": {"reshard_after_forward": False},  # gathered blocks kept for the backward: one all-gather fewer
-    "replicate": {"dp_replicate": None, "fsdp": 1},  # full copies, gradients all-reduced (DDP-like)
+    "replicate": {"dp_replicate": None, "fsdp": 1},  # full copies, DDP (bucketed gradient all-reduce)
 }
 
 
@@ -66,17 +68,14 @@ def _step_inputs(batch: dict[str, torch.Tensor], generator: torch.Generator) -> 
                       sigma=sigma, latent_ids=[])
 
 
-def _worker(config: dict[str, Any]) -> None:
-    import ray.train
-    import ray.train.torch
-
+def _timed_trainer_step(config: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Build the trainer's model, optimizer and runtime in this (distributed) process and time its step."""
     from perf.train import TrainCase, make_batch, time_train_step
     from wanmodel.train.dit import _runtime, build_model, build_optimizer, train_step
 
     torch.set_num_threads(config["threads"])
     case = TrainCase(**config["case"])
     cfg = _train_config(case, config["workers"], config["threads"], config["lr"], config["parallel"])
-    device = ray.train.torch.get_device() if case.device == "cuda" else torch.device("cpu")
     rt = _runtime(cfg, device)
     model = build_model(cfg, rt)
     opt, _ = build_optimizer(cfg, model)
@@ -87,9 +86,56 @@ def _worker(config: dict[str, Any]) -> None:
         loss, _, _ = train_step(cfg, model, opt, _step_inputs(batch, generator), rt)
         return torch.tensor(loss)
 
+    cpu, wall = time.process_time(), time.perf_counter()
     timing = time_train_step(step, device=case.device, warmup=config["warmup"], steps=config["steps"])
+    # the process's CPU time (all its threads) over wall time: below 1 when it waits (collectives) or is preempted
+    return {**timing, "cpu_per_wall": (time.process_time() - cpu) / (time.perf_counter() - wall)}
+
+
+def _worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    device = ray.train.torch.get_device() if config["case"]["device"] == "cuda" else torch.device("cpu")
+    timing = _timed_trainer_step(config, device)
     rank = ray.train.get_context().get_world_rank()
     Path(config["out"], f"worker_{rank}.json").write_text(json.dumps({"rank": rank, **timing}))
+
+
+def _spawned_worker(rank: int, config: dict[str, Any], port: int) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=config["workers"])
+    try:
+        timing = _timed_trainer_step(config, torch.device("cpu"))
+        Path(config["out"], f"worker_{rank}.json").write_text(json.dumps({"rank": rank, **timing}))
+    finally:
+        dist.destroy_process_group()
+
+
+def spawned_case(case: Any, *, workers: int, threads: int, warmup: int, steps: int, lr: float,
+                 layout: str = "fsdp") -> dict[str, Any]:
+    """The same trainer step on ``workers`` processes started by ``torch.multiprocessing`` (gloo, CPU), without
+    Ray: what the FSDP2/DDP step costs by itself, apart from Ray Train's worker runtime."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    if case.device != "cpu":
+        raise ValueError("spawned_case runs on CPU (gloo); on GPUs the Ray path is the measurement")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="perf_train_spawn") as out:
+        config = {"case": _case_dict(case), "workers": workers, "threads": threads, "warmup": warmup,
+                  "steps": steps, "lr": lr, "out": out, "parallel": layout_parallel(layout, workers)}
+        mp.spawn(_spawned_worker, args=(config, port), nprocs=workers, join=True)
+        per_worker = [json.loads(Path(out, f"worker_{rank}.json").read_text()) for rank in range(workers)]
+    return {"workers": workers, "layout": layout, "threads_per_worker": threads, "per_worker": per_worker,
+            "step_s": max(w["step_s"] for w in per_worker), "min_step_s": max(w["min_step_s"] for w in per_worker)}
 
 
 def ray_case(case: Any, *, workers: int, threads: int, warmup: int, steps: int, lr: float,

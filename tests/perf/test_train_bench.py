@@ -47,3 +47,18 @@ def test_gradient_accumulation_reaches_the_trainer_and_the_baseline() -> None:
     assert (args.batch, args.grad_accum) == (4, 2)
     with pytest.raises(SystemExit):
         parse_args(["--batch", "4", "--grad-accum", "3"])
+
+
+@pytest.mark.parametrize("layout", ["replicate", "fsdp"])
+def test_trainer_step_without_ray_runs_on_two_spawned_processes(layout: str) -> None:
+    """The no-Ray split of the overhead: the trainer's own distributed step (DDP for replicas, FSDP2 otherwise) on
+    2 processes of torch.multiprocessing, both timed, the same loss on both (one global batch)."""
+    from perf.train_ray import spawned_case
+
+    case = TrainCase(config="tiny", layers=1, frames=1, height=32, width=32, text_tokens=8, batch=2, grad_accum=2)
+    result = spawned_case(case, workers=2, threads=1, warmup=1, steps=2, lr=1e-4, layout=layout)
+    workers = result["per_worker"]
+    assert [w["rank"] for w in workers] == [0, 1]
+    assert result["step_s"] == max(w["step_s"] for w in workers) > 0
+    assert all(0 < w["cpu_per_wall"] <= 4 for w in workers)
+    assert workers[0]["losses"] == workers[1]["losses"]  # the global-batch loss, all-reduced

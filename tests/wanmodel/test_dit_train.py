@@ -148,6 +148,36 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path) -> None
     assert {**first.losses, **resumed.losses} == full.losses  # bit for bit
 
 
+def test_cosine_schedule_decays_to_its_floor_and_resumes_exactly(tmp_path: Path) -> None:
+    """Warmup, then cosine to ``min_lr_ratio`` x lr at the last step; a run killed after its checkpoint and run
+    again continues the same schedule (the logged lr and the losses equal an uninterrupted run's)."""
+    from wanmodel.train.dit import train_dit
+
+    lake = write_lake(tmp_path / "lake")
+    optim = {"lr": 2e-3, "warmup_steps": 2, "schedule": "cosine", "min_lr_ratio": 0.1}
+    full_lr: dict[int, float] = {}
+    full = train_dit(make_config(lake, tmp_path / "a", steps=8, checkpoint_every=4, optim=optim),
+                     on_log=lambda step, v: full_lr.__setitem__(step, v["lr"]))
+    # step s has run with factor(s - 1); the logged lr is the next step's
+    expected = [1.0] + [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1, (s - 1) / 6))) for s in range(2, 9)]
+    assert [full_lr[s] for s in range(1, 9)] == pytest.approx([2e-3 * f for f in expected], rel=1e-9)
+    assert full_lr[8] == pytest.approx(2e-4)
+
+    def kill_after_checkpoint(step: int, values: dict[str, float]) -> None:
+        if step == 5:
+            raise KeyboardInterrupt("killed after the step-4 checkpoint")
+
+    with pytest.raises(KeyboardInterrupt):
+        train_dit(make_config(lake, tmp_path / "b", steps=8, checkpoint_every=4, optim=optim),
+                  on_log=kill_after_checkpoint)
+    again_lr: dict[int, float] = {}
+    again = train_dit(make_config(lake, tmp_path / "b", steps=8, checkpoint_every=4, optim=optim),
+                      on_log=lambda step, v: again_lr.__setitem__(step, v["lr"]))
+    assert again.start_step == 4
+    assert {s: again.losses[s] for s in range(5, 9)} == {s: full.losses[s] for s in range(5, 9)}
+    assert again_lr == {s: full_lr[s] for s in range(5, 9)}
+
+
 def test_stage_change_takes_weights_only(tmp_path: Path) -> None:
     from wanmodel.train.dit import train_dit
 

@@ -108,11 +108,11 @@ class ParallelMesh:
 
     def group(self, name: str) -> Any:
         """The process group of one (possibly flattened) dimension."""
-        return self.mesh[name].get_group()
+        return self[name].get_group()
 
     def rank(self, name: str) -> int:
         """This rank's coordinate along one (possibly flattened) dimension."""
-        return self.mesh[name].get_local_rank()
+        return self[name].get_local_rank()
 
     @cached_property
     def fsdp_mesh(self) -> Any:

@@ -1,7 +1,11 @@
 """Apply the parallel layout of a ``ParallelMesh`` to a ``WanDiT`` from outside (torchtitan's ``parallelize``).
 
 Order matters and is fixed here: context parallelism (sequence sharding, distributed self-attention), then
-activation checkpointing per block, then FSDP2 ``fully_shard`` per block and on the root. Mixed precision is
+activation checkpointing per block, then FSDP2 ``fully_shard`` per block and on the root. Pure data parallelism
+(every rank a full replica: ``fsdp`` 1, no context parallelism) takes DDP instead (composable ``replicate``, as
+torchtitan does): plain parameters, no gather or copy-in around each forward and backward, the gradients
+all-reduced in buckets while the backward still runs (and only after the last micro-batch of gradient
+accumulation); the forward then runs in the autocast dtype on float32 weights. Under FSDP2, mixed precision is
 FSDP2's: parameters gathered in ``param_dtype`` (bf16 for training), gradients reduced in ``reduce_dtype``
 (float32), the sharded master weights and the optimizer state in float32. The model's float32 islands stay float32:
 the root unit (patch, text and time embeddings, time projection, head: small, and the time MLP is read directly by
@@ -42,8 +46,20 @@ def parallelize_dit(model: Any, mesh: ParallelMesh | None, plan: ParallelPlan = 
     mesh.dims.check_model(model.config.num_heads)
     if mesh.dims.cp > 1:
         apply_context_parallel(model, ContextParallel.from_mesh(mesh))
-    _apply_fsdp(model, mesh.fsdp_mesh, plan)
+    if mesh.dims.fsdp == 1:
+        _apply_ddp(model, mesh)
+    else:
+        _apply_fsdp(model, mesh.fsdp_mesh, plan)
     return model
+
+
+def _apply_ddp(model: Any, mesh: ParallelMesh) -> None:
+    """Full replicas with DDP's bucketed gradient all-reduce over the data ranks; the module keeps its class
+    (``set_requires_gradient_sync`` turns the reduction off for the micro-batches before the last)."""
+    from torch.distributed._composable.replicate import replicate
+
+    device = next(model.parameters()).device
+    replicate(model, device_id=device, process_group=mesh.group("data"), gradient_as_bucket_view=True)
 
 
 def _apply_fsdp(model: Any, fsdp_mesh: Any, plan: ParallelPlan) -> None:

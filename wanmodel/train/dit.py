@@ -103,9 +103,18 @@ def build_model(cfg: DiTTrainConfig, rt: Runtime) -> WanDiT:
 def build_optimizer(cfg: DiTTrainConfig, model: WanDiT) -> tuple[torch.optim.Optimizer, Any]:
     o = cfg.optim
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-    warmup = max(o.warmup_steps, 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s))
     return opt, sched
+
+
+def lr_factor(cfg: DiTTrainConfig, step: int) -> float:
+    """The lr of step ``step`` (0-based) as a fraction of ``optim.lr``: linear warmup, then constant or cosine."""
+    o = cfg.optim
+    warmup = max(o.warmup_steps, 1)
+    if step < warmup or o.schedule == "constant":
+        return min(1.0, (step + 1) / warmup)
+    progress = min(1.0, (step + 1 - warmup) / max(cfg.steps - warmup, 1))
+    return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _ema_init(model: WanDiT, decay: float | None) -> dict[str, torch.Tensor] | None:
@@ -139,10 +148,11 @@ def micro_batches(inputs: StepInputs, count: int) -> list[StepInputs]:
 
 
 def _sync_gradients(model: WanDiT, sync: bool) -> None:
-    """FSDP2: reduce this backward's gradients over the data shards (the last micro-batch) or keep accumulating
-    them unsharded and local (the others), the gathered weights kept until then."""
+    """FSDP2 and DDP: reduce this backward's gradients over the data shards (the last micro-batch) or keep
+    accumulating them local (the others); FSDP2 keeps its gathered weights until then."""
     if hasattr(model, "set_requires_gradient_sync"):
         model.set_requires_gradient_sync(sync)
+    if hasattr(model, "set_reshard_after_backward"):
         model.set_reshard_after_backward(sync)
 
 

@@ -21,13 +21,16 @@ Layout = Literal["ours", "official", "diffusers"]
 
 
 class OptimSection(Strict):
-    """AdamW with a linear warmup to ``lr`` then constant, gradient clipping, optional EMA of the weights."""
+    """AdamW with a linear warmup to ``lr``, then constant or a cosine decay to ``min_lr_ratio`` x ``lr`` at the
+    run's last step; gradient clipping; optional EMA of the weights."""
 
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine: the lr at the last step, as a fraction of lr
     grad_clip: float | None = Field(1.0, gt=0)  # None: no clipping (the norm is still measured)
     ema_decay: float | None = Field(None, gt=0, lt=1)
 
