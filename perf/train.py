@@ -249,6 +249,9 @@ def _without_ray(case: TrainCase, plain: dict[str, Any], count: int, layout: str
         timed = spawned_case(case, workers=count, layout=layout, **timing)
     except Exception as error:  # noqa: BLE001 -- recorded; the Ray figures stand without this split
         return {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
+    for worker in timed["per_worker"]:
+        worker["tokens_per_s"] = plain["tokens"] / worker["step_s"]
+    timed["tokens_per_s"] = sum(w["tokens_per_s"] for w in timed["per_worker"])
     timed["overhead"] = timed["step_s"] / plain["step_s"] - 1
     timed["overhead_min"] = timed["min_step_s"] / plain["min_step_s"] - 1
     return timed
@@ -276,35 +279,37 @@ def print_table(result: dict[str, Any]) -> None:
         print_ray_table(result)
 
 
+def _row_figures(timed: dict[str, Any]) -> str:
+    workers = timed["per_worker"]
+    per = "/".join(f"{w['tokens_per_s']:.1f}" for w in workers)
+    peaks = "/".join(f"{w['peak_mb']:.0f}" for w in workers)
+    return (f"{timed['step_s']:>8.3f} {per:>15} {timed['tokens_per_s']:>12.1f} {peaks:>24} "
+            f"{timed['overhead']:>+9.1%} {timed['overhead_min']:>+9.1%}")
+
+
 def print_ray_table(result: dict[str, Any]) -> None:
     accum = result.get("grad_accum", 1)
-    print("\nRay Train / FSDP2 step against the plain loop, same batch per worker"
+    print("\nRay Train / FSDP2 / DDP step against the plain loop, same batch per worker"
           + (f" in {accum} micro-batches (one gradient reduction per step)" if accum > 1 else "") + ", "
           f"{result['ray_threads_per_worker']} thread(s) per worker and in the plain loop; Ray start-up excluded")
-    print(f"{'case':>16} {'path':>16} {'step s':>8} {'tokens/s/worker':>15} {'tokens/s all':>12} "
+    print(f"{'case':>16} {'path':>19} {'step s':>8} {'tokens/s/worker':>15} {'tokens/s all':>12} "
           f"{'peak MB/worker':>24} {'overhead':>9} {'(fastest)':>9} {'vs plain xN':>11}")
     for case in result["cases"]:
         if "error" in case:
             continue
-        print(f"{case['case']:>16} {'plain':>16} {case['step_s']:>8.3f} {case['tokens_per_s']:>15.1f} "
+        print(f"{case['case']:>16} {'plain':>19} {case['step_s']:>8.3f} {case['tokens_per_s']:>15.1f} "
               f"{case['tokens_per_s']:>12.1f} {case['peak_mb']:>24.0f} {'':>9}")
         for ray in case.get("ray", []):
             path = f"ray x{ray['workers']}" + (f" {ray['layout']}" if ray["workers"] > 1 else "")
             if "error" in ray:
-                print(f"{case['case']:>16} {path:>16} {ray['error']}")
+                print(f"{case['case']:>16} {path:>19} {ray['error']}")
                 continue
-            workers = ray["per_worker"]
-            per = "/".join(f"{w['tokens_per_s']:.1f}" for w in workers)
-            peaks = "/".join(f"{w['peak_mb']:.0f}" for w in workers)
-            print(f"{case['case']:>16} {path:>16} {ray['step_s']:>8.3f} {per:>15} {ray['tokens_per_s']:>12.1f} "
-                  f"{peaks:>24} {ray['overhead']:>+9.1%} {ray['overhead_min']:>+9.1%} "
+            print(f"{case['case']:>16} {path:>19} {_row_figures(ray)} "
                   + (f"{ray['overhead_vs_together']:>+11.1%}" if "overhead_vs_together" in ray else f"{'':>11}"))
             bare = ray.get("without_ray")
             if bare is not None:
                 path = f"no Ray x{ray['workers']} {ray['layout']}"
-                print(f"{case['case']:>16} {path:>16} " + (bare["error"] if "error" in bare else
-                      f"{bare['step_s']:>8.3f} {'':>15} {'':>12} {'':>24} {bare['overhead']:>+9.1%} "
-                      f"{bare['overhead_min']:>+9.1%}"))
+                print(f"{case['case']:>16} {path:>19} " + (bare["error"] if "error" in bare else _row_figures(bare)))
     print("overhead: the slowest worker's median step time / the plain loop's - 1 (the same batch, the same "
           "threads; fastest: of the fastest steps, less sensitive to a loaded machine); vs plain xN: against N plain "
           "loops run at once, each in its own process (the machine's contention taken out); no Ray: the same trainer "
