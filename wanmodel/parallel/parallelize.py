@@ -75,6 +75,22 @@ def _apply_fsdp(model: Any, fsdp_mesh: Any, plan: ParallelPlan) -> None:
     fully_shard(model, mesh=fsdp_mesh, mp_policy=fp32, reshard_after_forward=False)
 
 
+def set_micro_batch(model: Any, *, last: bool, reshard_after_forward: bool = True) -> None:
+    """Gradient accumulation under FSDP2 or DDP; call before each micro-batch's forward (a no-op on one process).
+
+    The micro-batches before the last keep their gradients local and unreduced, and under FSDP2 the gathered
+    weights too (no reshard after their forward or backward): each block is gathered for the first forward and
+    once more for the last backward, not twice per micro-batch. The last one reduces the gradients and reshards
+    as the plan says (``reshard_after_forward``; the last block and the root never do, as ``_apply_fsdp`` set)."""
+    if hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(last)
+    if hasattr(model, "set_reshard_after_backward"):
+        model.set_reshard_after_backward(last)
+        final = len(model.blocks) - 1
+        for i, block in enumerate(model.blocks):
+            block.set_reshard_after_forward(last and reshard_after_forward and i < final)
+
+
 @contextlib.contextmanager
 def activation_offload(enabled: bool) -> Iterator[None]:
     """Keep tensors saved for backward in (pinned, where CUDA is present) CPU memory during the forward pass."""

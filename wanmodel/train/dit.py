@@ -30,6 +30,7 @@ from wanmodel.parallel.parallelize import (
     ParallelPlan,
     activation_offload,
     parallelize_dit,
+    set_micro_batch,
 )
 from wanmodel.train import checkpointing as ckpt
 from wanmodel.train.dit_config import DiTTrainConfig
@@ -147,15 +148,6 @@ def micro_batches(inputs: StepInputs, count: int) -> list[StepInputs]:
                     latent_ids=inputs.latent_ids[i:i + size]) for i in range(0, size * count, size)]
 
 
-def _sync_gradients(model: WanDiT, sync: bool) -> None:
-    """FSDP2 and DDP: reduce this backward's gradients over the data shards (the last micro-batch) or keep
-    accumulating them local (the others); FSDP2 keeps its gathered weights until then."""
-    if hasattr(model, "set_requires_gradient_sync"):
-        model.set_requires_gradient_sync(sync)
-    if hasattr(model, "set_reshard_after_backward"):
-        model.set_reshard_after_backward(sync)
-
-
 def train_step(cfg: DiTTrainConfig, model: WanDiT, opt: torch.optim.Optimizer, inputs: StepInputs,
                rt: Runtime) -> tuple[float, float, bool]:
     """Forward and backward per micro-batch, clip, step; returns (loss, grad norm, whether the step was applied)."""
@@ -163,7 +155,7 @@ def train_step(cfg: DiTTrainConfig, model: WanDiT, opt: torch.optim.Optimizer, i
     parts = micro_batches(inputs, cfg.grad_accum_steps)
     loss = torch.zeros((), device=rt.device)
     for i, part in enumerate(parts):
-        _sync_gradients(model, i == len(parts) - 1)
+        set_micro_batch(model, last=i == len(parts) - 1, reshard_after_forward=cfg.parallel.reshard_after_forward)
         with autocast, activation_offload(cfg.parallel.offload_activations):
             part_loss = flow_matching_loss(model, part.latents.to(rt.device), noise=part.noise.to(rt.device),
                                            sigma=part.sigma.to(rt.device), context=part.context.to(rt.device))
