@@ -37,9 +37,11 @@ does that comparison: overhead = the slowest worker's median step time / the pla
 doing the plain loop's batch (Ray start-up, process group, model build and warmup are outside the timing); the
 plain loop and every worker get the same threads (``--threads``, default the cores / the largest worker count).
 ``--ray-layouts`` times 2+ workers once per way of holding the weights (``perf.train_ray.LAYOUTS``: FSDP2 ZeRO-3,
-ZeRO-2-like without the backward's re-gather, or full replicas with all-reduced gradients). On CPU (gloo, one core
-per worker) the collectives are a fixed cost per step that does not overlap the compute, so the overhead falls
-with the batch per worker (``--batch``) and with gradient accumulation (``--grad-accum N``: the batch in N
+ZeRO-2-like without the backward's re-gather, or full replicas under DDP). For 2+ workers on CPU the same
+trainer step also runs on as many processes without Ray (``perf.train_ray.spawned_case``: torch.multiprocessing,
+gloo): the "no Ray" row is the distributed step's own cost, the rest of the Ray row's is Ray Train's runtime.
+On CPU (gloo, one core per worker) the collectives are a fixed cost per step that does not overlap the compute,
+so the overhead falls with the batch per worker (``--batch``) and with gradient accumulation (``--grad-accum N``: the batch in N
 micro-batches, in the plain loop and in every worker alike; the trainer's ``grad_accum_steps`` reduces the
 gradients once, after the last).
 Without it the module imports torch, einops (through the model) and this repository's ``wanmodel`` only: Ray is
