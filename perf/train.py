@@ -41,9 +41,9 @@ ZeRO-2-like without the backward's re-gather, or full replicas under DDP). For 2
 trainer step also runs on as many processes without Ray (``perf.train_ray.spawned_case``: torch.multiprocessing,
 gloo): the "no Ray" row is the distributed step's own cost, the rest of the Ray row's is Ray Train's runtime.
 On CPU (gloo, one core per worker) the collectives are a fixed cost per step that does not overlap the compute,
-so the overhead falls with the batch per worker (``--batch``) and with gradient accumulation (``--grad-accum N``: the batch in N
-micro-batches, in the plain loop and in every worker alike; the trainer's ``grad_accum_steps`` reduces the
-gradients once, after the last).
+so the overhead falls with the batch per worker (``--batch``) and with gradient accumulation (``--grad-accum N``:
+the batch in N micro-batches, in the plain loop and in every worker alike; the trainer's ``grad_accum_steps``
+reduces the gradients once, after the last).
 Without it the module imports torch, einops (through the model) and this repository's ``wanmodel`` only: Ray is
 imported by ``perf.train_ray`` when a comparison runs.
 """
@@ -217,13 +217,7 @@ def ray_comparison(case: TrainCase, plain: dict[str, Any], workers: list[int], *
             rows.append({"workers": count, "layout": layout,
                          "error": f"{type(error).__name__}: {str(error).splitlines()[0]}"})
             continue
-        for worker in timed["per_worker"]:
-            worker["tokens_per_s"] = plain["tokens"] / worker["step_s"]
-            worker["overhead"] = worker["step_s"] / plain["step_s"] - 1
-            worker["overhead_min"] = worker["min_step_s"] / plain["min_step_s"] - 1  # fastest steps: less noise
-        timed["tokens_per_s"] = sum(w["tokens_per_s"] for w in timed["per_worker"])
-        timed["overhead"] = max(w["overhead"] for w in timed["per_worker"])
-        timed["overhead_min"] = max(w["overhead_min"] for w in timed["per_worker"])
+        _against_plain(timed, plain)
         if count > 1:  # against as many plain loops at once: the machine's share taken out
             if count not in plain_together:
                 try:
@@ -251,11 +245,19 @@ def _without_ray(case: TrainCase, plain: dict[str, Any], count: int, layout: str
         timed = spawned_case(case, workers=count, layout=layout, **timing)
     except Exception as error:  # noqa: BLE001 -- recorded; the Ray figures stand without this split
         return {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
+    return _against_plain(timed, plain)
+
+
+def _against_plain(timed: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
+    """Tokens/s per worker and in all, and each worker's overhead over the plain loop (the slowest worker's is the
+    row's); ``timed`` gains the figures and is returned."""
     for worker in timed["per_worker"]:
         worker["tokens_per_s"] = plain["tokens"] / worker["step_s"]
+        worker["overhead"] = worker["step_s"] / plain["step_s"] - 1
+        worker["overhead_min"] = worker["min_step_s"] / plain["min_step_s"] - 1  # fastest steps: less noise
     timed["tokens_per_s"] = sum(w["tokens_per_s"] for w in timed["per_worker"])
-    timed["overhead"] = timed["step_s"] / plain["step_s"] - 1
-    timed["overhead_min"] = timed["min_step_s"] / plain["min_step_s"] - 1
+    timed["overhead"] = max(w["overhead"] for w in timed["per_worker"])
+    timed["overhead_min"] = max(w["overhead_min"] for w in timed["per_worker"])
     return timed
 
 

@@ -97,9 +97,22 @@ def _worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     device = ray.train.torch.get_device() if config["case"]["device"] == "cuda" else torch.device("cpu")
-    timing = _timed_trainer_step(config, device)
-    rank = ray.train.get_context().get_world_rank()
+    _write_timing(config, ray.train.get_context().get_world_rank(), _timed_trainer_step(config, device))
+
+
+def _write_timing(config: dict[str, Any], rank: int, timing: dict[str, Any]) -> None:
     Path(config["out"], f"worker_{rank}.json").write_text(json.dumps({"rank": rank, **timing}))
+
+
+def _read_timings(out: str, workers: int) -> list[dict[str, Any]]:
+    return [json.loads(Path(out, f"worker_{rank}.json").read_text()) for rank in range(workers)]
+
+
+def _worker_config(case: Any, out: str, *, workers: int, threads: int, warmup: int, steps: int, lr: float,
+                   layout: str) -> dict[str, Any]:
+    """What every worker (Ray or spawned) gets: the case, the timing settings and the trainer's parallel sizes."""
+    return {"case": _case_dict(case), "workers": workers, "threads": threads, "warmup": warmup, "steps": steps,
+            "lr": lr, "out": out, "parallel": layout_parallel(layout, workers)}
 
 
 def _spawned_worker(rank: int, config: dict[str, Any], port: int) -> None:
@@ -110,8 +123,7 @@ def _spawned_worker(rank: int, config: dict[str, Any], port: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=config["workers"])
     try:
-        timing = _timed_trainer_step(config, torch.device("cpu"))
-        Path(config["out"], f"worker_{rank}.json").write_text(json.dumps({"rank": rank, **timing}))
+        _write_timing(config, rank, _timed_trainer_step(config, torch.device("cpu")))
     finally:
         dist.destroy_process_group()
 
@@ -130,10 +142,10 @@ def spawned_case(case: Any, *, workers: int, threads: int, warmup: int, steps: i
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="perf_train_spawn") as out:
-        config = {"case": _case_dict(case), "workers": workers, "threads": threads, "warmup": warmup,
-                  "steps": steps, "lr": lr, "out": out, "parallel": layout_parallel(layout, workers)}
+        config = _worker_config(case, out, workers=workers, threads=threads, warmup=warmup, steps=steps, lr=lr,
+                                layout=layout)
         mp.spawn(_spawned_worker, args=(config, port), nprocs=workers, join=True)
-        per_worker = [json.loads(Path(out, f"worker_{rank}.json").read_text()) for rank in range(workers)]
+        per_worker = _read_timings(out, workers)
     return {"workers": workers, "layout": layout, "threads_per_worker": threads, "per_worker": per_worker,
             "step_s": max(w["step_s"] for w in per_worker), "min_step_s": max(w["min_step_s"] for w in per_worker)}
 
@@ -151,8 +163,8 @@ def ray_case(case: Any, *, workers: int, threads: int, warmup: int, steps: int, 
 
     ensure_ray(None, num_cpus=math.ceil(workers * threads) + 1)
     with tempfile.TemporaryDirectory(prefix="perf_train_ray") as out:
-        config = {"case": _case_dict(case), "workers": workers, "threads": threads, "warmup": warmup,
-                  "steps": steps, "lr": lr, "out": out, "parallel": layout_parallel(layout, workers)}
+        config = _worker_config(case, out, workers=workers, threads=threads, warmup=warmup, steps=steps, lr=lr,
+                                layout=layout)
         use_gpu = case.device == "cuda"
         trainer = TorchTrainer(
             _worker, train_loop_config=config,
@@ -165,7 +177,7 @@ def ray_case(case: Any, *, workers: int, threads: int, warmup: int, steps: int, 
         finally:
             fit_s = time.perf_counter() - begin
             ray.shutdown()
-        per_worker = [json.loads(Path(out, f"worker_{rank}.json").read_text()) for rank in range(workers)]
+        per_worker = _read_timings(out, workers)
     return {"workers": workers, "layout": layout, "threads_per_worker": threads, "fit_s": fit_s,
             "per_worker": per_worker,
             "step_s": max(w["step_s"] for w in per_worker)}

@@ -82,9 +82,10 @@ def test_holdout_split_is_disjoint_and_complete() -> None:
 @pytest.mark.slow  # the whole demo, as `make demo` runs it: about 6 minutes on 2 cores
 def test_demo_toy_world_learns(tmp_path: Path) -> None:
     """`wan demo` in its own process (a user's command, its own embedded Ray): the held-out flow-matching loss falls
-    (to <= 60 %, else an expected failure), the trained model's samples lie nearer the training clips (normalised latents and colour
-    histograms), and prompted with a colour the captions name their dominant colour is the prompt's clearly more
-    often than the untrained model's; Wan-Bench scored both. The figures come from ``toy/figures.json``."""
+    (to <= 60 %, else an expected failure), the trained model's samples lie nearer the training clips (normalised
+    latents and colour histograms), and prompted with a colour the captions name their dominant colour is the
+    prompt's clearly more often than the untrained model's; Wan-Bench scored both. The figures come from
+    ``toy/figures.json``."""
     import json
     import subprocess
     import sys

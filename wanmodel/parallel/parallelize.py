@@ -67,12 +67,16 @@ def _apply_fsdp(model: Any, fsdp_mesh: Any, plan: ParallelPlan) -> None:
 
     mixed = MixedPrecisionPolicy(param_dtype=plan.param_dtype, reduce_dtype=plan.reduce_dtype)
     fp32 = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
-    last = len(model.blocks) - 1
     for i, block in enumerate(model.blocks):
-        # The last block's parameters are needed again at once by backward: do not free them after forward.
         fully_shard(block, mesh=fsdp_mesh, mp_policy=mixed,
-                    reshard_after_forward=plan.reshard_after_forward and i < last)
+                    reshard_after_forward=_block_reshards(plan.reshard_after_forward, i, len(model.blocks)))
     fully_shard(model, mesh=fsdp_mesh, mp_policy=fp32, reshard_after_forward=False)
+
+
+def _block_reshards(reshard_after_forward: bool, index: int, count: int) -> bool:
+    """Whether block ``index`` of ``count`` frees its gathered weights after its forward: as the plan says, except
+    the last block, whose weights the backward needs again at once."""
+    return reshard_after_forward and index < count - 1
 
 
 def set_micro_batch(model: Any, *, last: bool, reshard_after_forward: bool = True) -> None:
@@ -81,14 +85,13 @@ def set_micro_batch(model: Any, *, last: bool, reshard_after_forward: bool = Tru
     The micro-batches before the last keep their gradients local and unreduced, and under FSDP2 the gathered
     weights too (no reshard after their forward or backward): each block is gathered for the first forward and
     once more for the last backward, not twice per micro-batch. The last one reduces the gradients and reshards
-    as the plan says (``reshard_after_forward``; the last block and the root never do, as ``_apply_fsdp`` set)."""
+    as the plan says (``_block_reshards``; the root never does)."""
     if hasattr(model, "set_requires_gradient_sync"):
         model.set_requires_gradient_sync(last)
     if hasattr(model, "set_reshard_after_backward"):
         model.set_reshard_after_backward(last)
-        final = len(model.blocks) - 1
         for i, block in enumerate(model.blocks):
-            block.set_reshard_after_forward(last and reshard_after_forward and i < final)
+            block.set_reshard_after_forward(last and _block_reshards(reshard_after_forward, i, len(model.blocks)))
 
 
 @contextlib.contextmanager
