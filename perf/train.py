@@ -40,6 +40,9 @@ plain loop and every worker get the same threads (``--threads``, default the cor
 ZeRO-2-like without the backward's re-gather, or full replicas under DDP). For 2+ workers on CPU the same
 trainer step also runs on as many processes without Ray (``perf.train_ray.spawned_case``: torch.multiprocessing,
 gloo): the "no Ray" row is the distributed step's own cost, the rest of the Ray row's is Ray Train's runtime.
+Each row also says where the CPU went over the timed steps: the cores the workers kept busy and those every other
+process did (on a machine with no core to spare, Ray's own processes, about 1 % of a core each, take theirs from
+the workers), and in the JSON each worker's CPU by thread (``step``: the thread that ran the steps).
 On CPU (gloo, one core per worker) the collectives are a fixed cost per step that does not overlap the compute,
 so the overhead falls with the batch per worker (``--batch``) and with gradient accumulation (``--grad-accum N``:
 the batch in N micro-batches, in the plain loop and in every worker alike; the trainer's ``grad_accum_steps``
@@ -258,7 +261,19 @@ def _against_plain(timed: dict[str, Any], plain: dict[str, Any]) -> dict[str, An
     timed["tokens_per_s"] = sum(w["tokens_per_s"] for w in timed["per_worker"])
     timed["overhead"] = max(w["overhead"] for w in timed["per_worker"])
     timed["overhead_min"] = max(w["overhead_min"] for w in timed["per_worker"])
+    _cores(timed)
     return timed
+
+
+def _cores(timed: dict[str, Any]) -> None:
+    """Where the machine's CPU went over the timed steps: ``worker_cores``, the cores the workers' processes kept
+    busy (1 each when nothing waits), and ``other_cores``, what every other process used at the same time (Ray's
+    raylet, GCS and helper actors; the spawned run's parent), from the workers' ``/proc/stat`` readings."""
+    workers = timed["per_worker"]
+    timed["worker_cores"] = sum(w["cpu_per_wall"] for w in workers)
+    busy = [w.get("machine_busy_cores") for w in workers]
+    if busy and all(b is not None for b in busy):
+        timed["other_cores"] = sum(busy) / len(busy) - timed["worker_cores"]
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -287,8 +302,9 @@ def _row_figures(timed: dict[str, Any]) -> str:
     workers = timed["per_worker"]
     per = "/".join(f"{w['tokens_per_s']:.1f}" for w in workers)
     peaks = "/".join(f"{w['peak_mb']:.0f}" for w in workers)
+    other = f"{timed['other_cores']:.2f}" if "other_cores" in timed else "-"
     return (f"{timed['step_s']:>8.3f} {per:>15} {timed['tokens_per_s']:>12.1f} {peaks:>24} "
-            f"{timed['overhead']:>+9.1%} {timed['overhead_min']:>+9.1%}")
+            f"{timed['overhead']:>+9.1%} {timed['overhead_min']:>+9.1%} {timed['worker_cores']:>7.2f} {other:>6}")
 
 
 def print_ray_table(result: dict[str, Any]) -> None:
@@ -297,7 +313,7 @@ def print_ray_table(result: dict[str, Any]) -> None:
           + (f" in {accum} micro-batches (one gradient reduction per step)" if accum > 1 else "") + ", "
           f"{result['ray_threads_per_worker']} thread(s) per worker and in the plain loop; Ray start-up excluded")
     print(f"{'case':>16} {'path':>19} {'step s':>8} {'tokens/s/worker':>15} {'tokens/s all':>12} "
-          f"{'peak MB/worker':>24} {'overhead':>9} {'(fastest)':>9} {'vs plain xN':>11}")
+          f"{'peak MB/worker':>24} {'overhead':>9} {'(fastest)':>9} {'workers':>7} {'others':>6} {'vs plain xN':>11}")
     for case in result["cases"]:
         if "error" in case:
             continue
@@ -318,7 +334,8 @@ def print_ray_table(result: dict[str, Any]) -> None:
           "threads; fastest: of the fastest steps, less sensitive to a loaded machine); vs plain xN: against N plain "
           "loops run at once, each in its own process (the machine's contention taken out); no Ray: the same trainer "
           "step on processes started by torch.multiprocessing (the distributed step's own cost, without Ray Train's "
-          "worker runtime); peak MB: each worker process's resident high-water mark over the timed steps")
+          "worker runtime); peak MB: each worker process's resident high-water mark over the timed steps; workers / "
+          "others: the cores the workers' processes and all other processes kept busy over the timed steps")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -62,3 +62,39 @@ def test_trainer_step_without_ray_runs_on_two_spawned_processes(layout: str) -> 
     assert result["step_s"] == max(w["step_s"] for w in workers) > 0
     assert all(0 < w["cpu_per_wall"] <= 4 for w in workers)
     assert workers[0]["losses"] == workers[1]["losses"]  # the global-batch loss, all-reduced
+    # where the CPU went: the step's own thread does the work; the workers' and other processes' cores add up
+    assert all(max(w["thread_cpu_per_wall"], key=w["thread_cpu_per_wall"].get) == "step" for w in workers)
+    from perf.train import _cores
+
+    _cores(result)
+    assert result["worker_cores"] == pytest.approx(sum(w["cpu_per_wall"] for w in workers))
+    assert -0.5 < result["other_cores"] < 4
+
+
+def test_thread_cpu_tells_the_step_thread_from_the_others_and_the_machine_counts_both() -> None:
+    """A thread that spins while the step's thread sleeps: its CPU goes to its own name, not to ``step``, and the
+    machine's busy cores over the window include it."""
+    import threading
+    import time
+
+    from perf.train_ray import _machine_busy, _thread_cpu, _thread_cpu_per_wall
+
+    started, done = threading.Event(), threading.Event()
+
+    def spin() -> None:
+        started.set()
+        while not done.is_set():
+            sum(range(1000))
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    started.wait()
+    before, machine, wall = _thread_cpu(), _machine_busy(), time.perf_counter()
+    time.sleep(0.6)
+    after, machine, wall = _thread_cpu(), _machine_busy() - machine, time.perf_counter() - wall
+    done.set()
+    spinner.join()
+    shares = _thread_cpu_per_wall(before, after, wall)
+    assert shares.get("step", 0.0) < 0.2  # the sleeping thread
+    assert sum(v for k, v in shares.items() if k != "step") > 0.4  # the spinning one, under the process's name
+    assert machine / wall > 0.4
