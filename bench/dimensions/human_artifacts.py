@@ -28,14 +28,10 @@ class ArtifactSection(Strict):
 
 
 def load_yolo(path: str) -> Any:
-    from curation.models import require_file
+    from curation.models import require_file, yolo_class
 
     file = require_file(path, "human_artifacts YOLO weights")
-    try:
-        from ultralytics import YOLO
-    except ImportError as e:
-        raise ImportError("human_artifacts needs ultralytics (pip install '.[yolo]')") from e
-    return YOLO(str(file))
+    return yolo_class("human_artifacts")(str(file))
 
 
 class HumanArtifacts:

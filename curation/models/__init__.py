@@ -39,3 +39,20 @@ def pick_device(num_gpus: float) -> str:
         if torch.cuda.is_available():
             return "cuda"
     return "cpu"
+
+
+def yolo_class(what: str) -> type:
+    """ultralytics' ``YOLO`` class, imported without its side effect on this process: when ``OMP_NUM_THREADS`` is
+    unset, importing ultralytics sets it to 1 in ``os.environ``, so every process started afterwards (Ray workers,
+    subprocesses, the demo under a test session) ran torch on one thread. A value the user set stays as it was."""
+    import os
+
+    had = "OMP_NUM_THREADS" in os.environ
+    try:
+        from ultralytics import YOLO
+    except ImportError as e:
+        raise ImportError(f"{what} needs ultralytics (pip install '.[yolo]')") from e
+    finally:
+        if not had:
+            os.environ.pop("OMP_NUM_THREADS", None)
+    return YOLO

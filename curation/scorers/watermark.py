@@ -183,9 +183,10 @@ def _score_persistence(clip: ClipFrames, cfg: WatermarkConfig) -> dict[str, obje
 
 @functools.lru_cache(maxsize=2)
 def _yolo_model(path: str):  # pragma: no cover - needs ultralytics and a checkpoint
-    from ultralytics import YOLO  # lazy: optional dependency
+    # lazy: ultralytics is an optional dependency
+    from curation.models import yolo_class
 
-    return YOLO(path)
+    return yolo_class("the watermark stage's yolo backend")(path)
 
 
 def _score_yolo(clip: ClipFrames, cfg: WatermarkConfig) -> dict[str, object]:

@@ -1,6 +1,8 @@
 """Wan-Bench dimensions on generated videos with known properties, and end to end on tiny random models."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -163,6 +165,27 @@ def test_judge_dimensions_end_to_end_on_tiny_captioner(tiny_captioner):
         result = DIMENSIONS[name](section).score(video)
         assert 0.0 <= result.score <= 1.0
         assert all(a["answer"] is not None for a in result.evidence["judge"])
+
+
+def test_yolo_import_leaves_omp_num_threads_as_it_was():
+    """Importing ultralytics sets OMP_NUM_THREADS=1 when it is unset (every later process then runs torch on one
+    thread); ``yolo_class`` imports it and leaves the variable as it found it, unset or the user's value."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("ultralytics")
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+
+    def omp_after(statement: str, **extra: str) -> str:
+        code = f"import os; {statement}; print(os.environ.get('OMP_NUM_THREADS'))"
+        return subprocess.run([sys.executable, "-c", code], env={**env, **extra}, cwd=repo, capture_output=True,
+                              text=True, check=True).stdout.strip().splitlines()[-1]
+
+    assert omp_after("import ultralytics") == "1"  # what the bare import does
+    assert omp_after("from curation.models import yolo_class; yolo_class('test')") == "None"
+    assert omp_after("from curation.models import yolo_class; yolo_class('test')", OMP_NUM_THREADS="3") == "3"
 
 
 def test_human_artifacts_end_to_end_on_random_yolo(tmp_path):
