@@ -70,6 +70,7 @@ def _step_inputs(batch: dict[str, torch.Tensor], generator: torch.Generator) -> 
 
 def _timed_trainer_step(config: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Build the trainer's model, optimizer and runtime in this (distributed) process and time its step."""
+    from perf.measure import machine_busy_s, thread_cpu_per_wall, thread_cpu_s
     from perf.train import TrainCase, make_batch, time_train_step
     from wanmodel.train.dit import _runtime, build_model, build_optimizer, train_step
 
@@ -86,56 +87,13 @@ def _timed_trainer_step(config: dict[str, Any], device: torch.device) -> dict[st
         loss, _, _ = train_step(cfg, model, opt, _step_inputs(batch, generator), rt)
         return torch.tensor(loss)
 
-    cpu, wall, threads, machine = time.process_time(), time.perf_counter(), _thread_cpu(), _machine_busy()
+    cpu, wall, threads, machine = time.process_time(), time.perf_counter(), thread_cpu_s(), machine_busy_s()
     timing = time_train_step(step, device=case.device, warmup=config["warmup"], steps=config["steps"])
     wall = time.perf_counter() - wall
     # the process's CPU time (all its threads) over wall time: below 1 when it waits (collectives) or is preempted
     return {**timing, "cpu_per_wall": (time.process_time() - cpu) / wall,
-            "thread_cpu_per_wall": _thread_cpu_per_wall(threads, _thread_cpu(), wall),
-            "machine_busy_cores": (_machine_busy() - machine) / wall if machine >= 0 else None}
-
-
-def _machine_busy() -> float:
-    """CPU seconds all processes of the machine have spent so far (``/proc/stat``, idle and iowait left out; -1
-    where there is no ``/proc``): over the timed steps, the cores every process kept busy, the workers included."""
-    import os
-
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
-    except (OSError, ValueError):
-        return -1.0
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _thread_cpu() -> dict[str, float]:
-    """CPU seconds of each thread of this process, by thread id and name (Linux ``/proc``; empty elsewhere)."""
-    import os
-
-    ticks = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
-    for task in Path("/proc/self/task").glob("*"):
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:  # the thread ended
-            continue
-        name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-        out[f"{task.name}:{name}"] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-    return out
-
-
-def _thread_cpu_per_wall(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
-    """CPU per wall second over the timed steps, summed by thread name, the thread that ran the steps as ``step``
-    (the Ray worker runs ~30 threads: its training thread, Ray's Python threads, gRPC and event-loop threads; the
-    spawned processes a main thread and gloo's), busiest first; under 0.1 % left out."""
-    import threading
-
-    step_tid = str(threading.get_native_id())
-    by_name: dict[str, float] = {}
-    for key, seconds in after.items():
-        tid, name = key.split(":", 1)
-        name = "step" if tid == step_tid else name
-        by_name[name] = by_name.get(name, 0.0) + (seconds - before.get(key, 0.0)) / wall
-    return {k: round(v, 4) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1]) if v >= 1e-3}
+            "thread_cpu_per_wall": thread_cpu_per_wall(threads, thread_cpu_s(), wall),
+            "machine_busy_cores": (machine_busy_s() - machine) / wall if machine >= 0 else None}
 
 
 def _worker(config: dict[str, Any]) -> None:

@@ -77,7 +77,7 @@ def test_thread_cpu_tells_the_step_thread_from_the_others_and_the_machine_counts
     import threading
     import time
 
-    from perf.train_ray import _machine_busy, _thread_cpu, _thread_cpu_per_wall
+    from perf.measure import machine_busy_s, thread_cpu_per_wall, thread_cpu_s
 
     started, done = threading.Event(), threading.Event()
 
@@ -89,12 +89,12 @@ def test_thread_cpu_tells_the_step_thread_from_the_others_and_the_machine_counts
     spinner = threading.Thread(target=spin)
     spinner.start()
     started.wait()
-    before, machine, wall = _thread_cpu(), _machine_busy(), time.perf_counter()
+    before, machine, wall = thread_cpu_s(), machine_busy_s(), time.perf_counter()
     time.sleep(0.6)
-    after, machine, wall = _thread_cpu(), _machine_busy() - machine, time.perf_counter() - wall
+    after, machine, wall = thread_cpu_s(), machine_busy_s() - machine, time.perf_counter() - wall
     done.set()
     spinner.join()
-    shares = _thread_cpu_per_wall(before, after, wall)
+    shares = thread_cpu_per_wall(before, after, wall)
     assert shares.get("step", 0.0) < 0.2  # the sleeping thread
     assert sum(v for k, v in shares.items() if k != "step") > 0.4  # the spinning one, under the process's name
     assert machine / wall > 0.4
