@@ -297,14 +297,18 @@ def benchmark_case(case: Case, *, repeat: int, reference: bool, backward: bool, 
             result[f"{op}_{impl}_tflops"] = op_flops / seconds / 1e12
             result[f"{op}_{impl}_peak_fraction"] = op_flops / seconds / 1e12 / PEAK_TFLOPS
             if memory:
-                peaks = peak_memory(impl, op, case)
+                try:  # on CUDA a second copy is built beside the timed one: its out-of-memory keeps the timings
+                    peaks = peak_memory(impl, op, case)
+                except torch.OutOfMemoryError as error:
+                    result[f"{op}_{impl}_mb_error"] = f"out of memory: {str(error).splitlines()[0]}"
+                    continue
                 result[f"{op}_{impl}_mb"] = peaks["tensor_mb"]
                 if "rss_mb" in peaks:
                     result[f"{op}_{impl}_rss_mb"] = peaks["rss_mb"]
         if reference:
             result[f"{op}_time_ratio"] = result[f"{op}_ours_s"] / result[f"{op}_diffusers_s"]
             result[f"{op}_min_time_ratio"] = result[f"{op}_ours_min_s"] / result[f"{op}_diffusers_min_s"]
-            if memory:
+            if memory and f"{op}_ours_mb" in result and f"{op}_diffusers_mb" in result:
                 result[f"{op}_mem_ratio"] = result[f"{op}_ours_mb"] / max(result[f"{op}_diffusers_mb"], 1e-9)
     del ours, ref, models, forwards
     gc.collect()

@@ -1,61 +1,70 @@
 #!/usr/bin/env bash
 # Every GPU figure of the project in one prepared script, for a lent GPU's short device time.
 #
-#   bash perf/gpu.sh [--smoke] [--out DIR]          (default DIR: perf/results/gpu)
+#   bash perf/gpu.sh [--smoke] [--pack] [--out DIR]          (default DIR: perf/results/gpu)
 #
 # Steps, in order, each under its own timeout (a failure or time-out is recorded and the next step runs):
 #   1. gpu_info        device, torch, CUDA; the ceilings measured now: bf16 matmul TFLOP/s, memory-copy GB/s
-#   2. dit_sdpa        perf.dit: DiT 1.3B at 480p x 81 frames (21x60x104 latents = 32,760 tokens), bf16 weights,
+#   2. train           perf.train: plain-loop training step of the 1.3B at 480p x 81 (AdamW, bf16 autocast,
+#                      activation checkpointing through parallelize_dit): tokens/s, samples/s, peak memory, MFU.
+#                      Second, so the pretraining figure is measured even when a later step overruns.
+#   3. dit_sdpa        perf.dit: DiT 1.3B at 480p x 81 frames (21x60x104 latents = 32,760 tokens), bf16 weights,
 #                      forward and forward+backward with activation checkpointing, ours only, torch SDPA
-#   3. dit_flash/sage  the same with flash-attn / SageAttention, only where installed (else recorded as skipped)
-#   4. vae             perf.vae: Wan-VAE encode/decode, bf16, 17 and 81 frames of 480x832, ours only
-#   5. train           perf.train: plain-loop training step of the 1.3B at 480p x 81 (AdamW, bf16 autocast,
-#                      activation checkpointing through parallelize_dit): tokens/s, samples/s, peak memory, MFU
+#   4. dit_flash/sage  the same with flash-attn / SageAttention, only where installed (else recorded as skipped)
+#   5. vae             perf.vae: Wan-VAE encode/decode, bf16, 17 and 81 frames of 480x832, ours only
 #   6. sampling        perf.sampling: the 1.3B at 480p x 81 frames x 50 steps (random weights, bf16, CFG), each mode
 #                      timed over its first 3 steps and extrapolated to 50 (step time = mean after the first step):
 #                      plain, fp8, sage (where installed), block offload, combined (cache preset + FP8 + sage),
 #                      combined-lowmem (+ block offload); per-step and per-video time, speed-up, peak memory. No
 #                      diffusers on the box (a torch Euler solver stands in for its schedulers), so no diffusers
 #                      ratio and no quality guard here: those come from the CPU runs of perf.sampling.
+#                      sampling.json is rewritten after each mode, so a time-out keeps the modes done.
 #   7. curation_models perf.curation_models CLIP ViT-L/14 images/s, only where open_clip is installed (the lent
 #                      box has no open_clip: skipped). Not here: perf.captioner (needs vLLM or its .venv-vllm and
 #                      a 7B-shape model build of minutes) and context-parallel attention (meaningless on 1 GPU).
 #   8. summary         perf.gpu_summary: one JSON (DIR/gpu.json) of every figure with its unit, its ceiling
-#                      from step 1 of the same run and the ratio; a table on stdout.
-# Only torch, einops and safetensors are needed (no Ray, Lance, diffusers, open_clip, vLLM).
+#                      from step 1 of the same run and the ratio; a table on stdout. With --pack, everything
+#                      else in DIR (step JSONs, steps.tsv, logs/) then goes into DIR/gpu_run.tar.gz: DIR holds 2
+#                      files, within the 8 that come back from a lent box (unpacked it leaves 12).
+# Only torch, einops, safetensors and numpy are needed (no Ray, Lance, diffusers, open_clip, vLLM). Python's
+# output is unbuffered, so a step killed at its timeout still leaves its log.
 #
 # Budget on one H100 (ceiling ~790 TFLOP/s bf16; FLOPs from perf.dit.forward_flops):
-#   DiT 1.3B forward at 32,760 tokens + 512 text tokens = 0.283 PFLOP (self-attention matmuls 0.20 of it):
+#   DiT 1.3B forward at 32,760 tokens + 512 text tokens = 0.283 PFLOP (70 % of it in the self-attention matmuls):
 #   >= 0.36 s at the peak, ~0.8 s at 45%. A training step = 3 x forward = 0.85 PFLOP of model FLOPs, 1.13 PFLOP
 #   executed with checkpointing's recomputed forward: ~3 s at 45%.
 #   - gpu_info: 50 x 8192^3 bf16 matmuls (1.1 TFLOP each) + 2 GiB copies: ~10 s + start-up.
+#   - train: model built on the GPU, 2 warm-up + 5 timed steps of ~3 s: ~40 s; timeout 150 s.
 #   - dit_sdpa: model build and randomisation on the host (~30 s), 3 forwards + 2 for memory (~5 s), 3 train
-#     calls + rebuild + 2 for memory (~25 s): ~65 s (repeat 2, was 3, to make room for sampling); timeout 170 s. (An out-of-memory is recorded, not fatal.)
+#     calls + rebuild + 2 for memory (~25 s): ~65 s (repeat 2); timeout 120 s. An out-of-memory, also in the
+#     memory measurement, is recorded, not fatal.
 #   - vae: ~5 MFLOP encode, ~8.4 MFLOP decode per pixel per frame (torch FlopCounterMode on the wan2.1 preset),
 #     so 81x480x832 is ~0.16 PFLOP encode, ~0.27 PFLOP decode: seconds each; 2 clips x 2 ops x (warm-up +
-#     2 timed + memory 2) calls: ~60 s; timeout 150 s.
-#   - train: model built on the GPU, 2 warm-up + 5 timed steps of ~3 s: ~40 s; timeout 150 s.
+#     2 timed + memory 2) calls: ~60 s; timeout 100 s.
 #   - sampling: 50 steps x 2 CFG passes x ~0.8 s = ~80 s for ONE plain video, too long for six modes, so each mode
 #     runs 3 steps (batch 2 with CFG: ~1.6 s each, ~5 s) and is extrapolated: host build and randomisation of the
 #     1.3B (~30 s), per mode a copy cast and moved (~5 s) + 3 steps; the Wan-VAE decode of 81x480x832 (~5-10 s)
 #     only for plain and the offload modes (the others reuse plain's): ~110 s; timeout 150 s.
-#   Expected in all ~6 min; the timeouts are further capped by a whole-script budget of 460 s (smoke: 240 s, for
-#   a busy CI machine), so the script ends within 8 minutes even when steps hang. On a lent GPU, the `run`
-#   tool's command "bash perf/gpu.sh --out $OUT" with timeout_s 500.
+#   Expected in all ~5-6 min. The step timeouts (45 + 150 + 120 + 100 + 150 s) are further capped by a
+#   whole-script budget of 460 s (smoke: 240 s, for a busy CI machine), so the script ends within 8 minutes even
+#   when steps hang; dit_sdpa and vae are capped so that sampling, last, keeps its 150 s when both overrun and
+#   the others take their expected time. On a lent GPU, the `run` tool's command "bash perf/gpu.sh --pack --out $OUT" with timeout_s 500.
 #
 # --smoke: the same steps and code paths on the CPU at tiny sizes (tiny DiT, tiny VAE, 32x32 pixels), in about a
 # minute: what CI runs (tests/perf/test_gpu_smoke.py). Exit status: 0 when every step that ran succeeded.
 set -u
 
 SMOKE=0
+PACK=0
 OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1; shift ;;
+    --pack) PACK=1; shift ;;
     --out) OUT="${2:?--out needs a directory}"; shift 2 ;;
     --out=*) OUT="${1#--out=}"; shift ;;
     -h|--help) sed -n '2,/^set -u/p' "$0" | sed 's/^# \{0,1\}//' | grep -v '^set -u'; exit 0 ;;
-    *) echo "gpu.sh: unknown argument $1 (use --smoke, --out DIR)" >&2; exit 2 ;;
+    *) echo "gpu.sh: unknown argument $1 (use --smoke, --pack, --out DIR)" >&2; exit 2 ;;
   esac
 done
 
@@ -65,6 +74,7 @@ OUT="${OUT:-perf/results/gpu}"
 mkdir -p "$OUT/logs" || exit 2
 OUT="$(cd "$OUT" && pwd)"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1  # a step killed at its timeout keeps what it printed in its log
 
 # What is here: CUDA, and the optional kernels/models (looked up, not imported; an absent module is "no").
 PROBE_PY='
@@ -146,7 +156,8 @@ skip_step() {
 
 SMOKE_FLAG=(); [ "$SMOKE" = 1 ] && SMOKE_FLAG=(--smoke)
 run_step gpu_info 45 "$PY" -m perf.gpu_info --device "$DEVICE" "${SMOKE_FLAG[@]}" --out "$OUT/gpu_info.json"
-run_step dit_sdpa 170 "$PY" -m perf.dit --device "$DEVICE" "${DIT[@]}" --grad-checkpointing \
+run_step train 150 "$PY" -m perf.train --device "$DEVICE" "${TRAIN[@]}" --out "$OUT/train.json"
+run_step dit_sdpa 120 "$PY" -m perf.dit --device "$DEVICE" "${DIT[@]}" --grad-checkpointing \
   --attention-backend sdpa --no-reference --out "$OUT/dit_sdpa.json"
 for backend in flash sage; do
   if [ "${!backend}" = 1 ] && [ "$DEVICE" = cuda ]; then
@@ -156,9 +167,8 @@ for backend in flash sage; do
     skip_step "dit_$backend" "$([ "$DEVICE" = cuda ] && echo "$backend kernel not installed" || echo "CUDA only")"
   fi
 done
-run_step vae 150 "$PY" -m perf.vae --device "$DEVICE" --dtype bfloat16 "${VAE[@]}" --no-reference \
+run_step vae 100 "$PY" -m perf.vae --device "$DEVICE" --dtype bfloat16 "${VAE[@]}" --no-reference \
   --out "$OUT/vae.json"
-run_step train 150 "$PY" -m perf.train --device "$DEVICE" "${TRAIN[@]}" --out "$OUT/train.json"
 run_step sampling 150 "$PY" -m perf.sampling --device "$DEVICE" "${SAMPLING[@]}" --no-reference --out "$OUT"
 if [ "$curation" = 1 ]; then
   run_step curation_models 60 "$PY" -m perf.curation_models --device "$DEVICE" "${CURATION[@]}" \
@@ -167,4 +177,5 @@ else
   skip_step curation_models "open_clip, cv2 or rapidocr_onnxruntime not installed"
 fi
 
-"$PY" -m perf.gpu_summary --dir "$OUT" --smoke "$SMOKE" --seconds "$SECONDS"
+PACK_FLAG=(); [ "$PACK" = 1 ] && PACK_FLAG=(--pack)
+"$PY" -m perf.gpu_summary --dir "$OUT" --smoke "$SMOKE" --seconds "$SECONDS" "${PACK_FLAG[@]}"

@@ -1,6 +1,6 @@
 """One JSON of every figure ``perf/gpu.sh`` measured, each with its unit, its ceiling and the ratio to it.
 
-    python -m perf.gpu_summary --dir DIR [--smoke 0|1] [--seconds N]
+    python -m perf.gpu_summary --dir DIR [--smoke 0|1] [--seconds N] [--pack]
 
 Reads what the steps left in DIR (``steps.tsv``, ``gpu_info.json``, ``dit_*.json``, ``vae.json``, ``train.json``,
 ``sampling.json``, ``curation_models.json``) and writes ``DIR/gpu.json``:
@@ -13,6 +13,10 @@ Reads what the steps left in DIR (``steps.tsv``, ``gpu_info.json``, ``dit_*.json
 - ``missing``: figures a step that ran should have produced but did not (an out-of-memory, a failure, a time-out),
   with the reason; ``steps``: each step's status, exit code and seconds.
 
+``--pack`` then moves everything else in DIR (each step's JSON, ``steps.tsv``, ``logs/``) into one archive,
+``DIR/gpu_run.tar.gz``, so DIR holds two files: what comes back from a lent GPU box is capped at 8 files, and the
+script leaves a dozen.
+
 Exit status 0 only when every step that ran succeeded and nothing is missing. Prints the table. Standard library
 only.
 """
@@ -22,6 +26,8 @@ import argparse
 import csv
 import json
 import math
+import shutil
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -207,17 +213,39 @@ def summarize(directory: Path, *, smoke: bool, seconds: int) -> dict[str, Any]:
             "nominal": out.nominal, "steps": steps, "figures": out.figures, "missing": out.missing}
 
 
+ARCHIVE = "gpu_run.tar.gz"
+
+
+def pack(directory: Path) -> Path:
+    """Everything in ``directory`` but ``gpu.json`` into ``gpu_run.tar.gz`` (paths relative to it), then removed:
+    the archive is written and closed before anything is deleted."""
+    keep = {"gpu.json", ARCHIVE, ARCHIVE + ".part"}
+    entries = sorted(path for path in directory.iterdir() if path.name not in keep)
+    archive = directory / ARCHIVE
+    partial = archive.with_name(ARCHIVE + ".part")
+    with tarfile.open(partial, "w:gz") as tar:
+        for path in entries:
+            tar.add(path, arcname=path.name)
+    partial.replace(archive)
+    for path in entries:
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    return archive
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", required=True, help="the folder perf/gpu.sh wrote")
     parser.add_argument("--smoke", type=int, default=0, choices=[0, 1])
     parser.add_argument("--seconds", type=int, default=0, help="the script's wall time so far")
+    parser.add_argument("--pack", action="store_true", help=f"then move the rest of DIR into DIR/{ARCHIVE}")
     args = parser.parse_args(argv)
     directory = Path(args.dir)
     summary = summarize(directory, smoke=bool(args.smoke), seconds=args.seconds)
     (directory / "gpu.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_table(summary)
     print(f"wrote {directory / 'gpu.json'}")
+    if args.pack:
+        print(f"packed the step files and logs into {pack(directory)}")
     return 0 if summary["ok"] else 1
 
 

@@ -63,6 +63,7 @@ import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -324,7 +325,8 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             row["vs_diffusers_step"] = row["step_s"] / reference["step_s"]
 
 
-def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+def benchmark(args: argparse.Namespace, emit: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every mode's row; ``emit`` gets the result so far after each mode (``complete`` false until the last)."""
     shape = SHAPES[args.shape]
     solver = install_solver()
     steps = args.steps or shape.steps
@@ -355,13 +357,21 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                                                       args.prompt_list, fps=float(settings.fps))
             rows.append(row)
             print(_line(row), flush=True)
-    add_ratios(rows)
-    return {"shape": asdict(shape), "settings": settings.to_dict(),
+            add_ratios(rows)
+            if emit is not None:
+                emit(result_of(args, shape, settings, solver, rows, complete=False))
+    return result_of(args, shape, settings, solver, rows, complete=True)
+
+
+def result_of(args: argparse.Namespace, shape: Any, settings: Any, solver: str, rows: list[dict[str, Any]], *,
+              complete: bool) -> dict[str, Any]:
+    return {"complete": complete, "shape": asdict(shape), "settings": settings.to_dict(),
             "solver": settings.solver if solver == "unipc" else solver, "device": args.device,
             "dtype": args.dtype, "prompts": args.prompt_list, "seeds": [SEED + i for i in
                                                                                      range(args.prompts)],
             "weights": args.dit or ("trained toy (train_toy)" if args.train_toy else "random"),
-            "memory": "CUDA max_memory_allocated - allocated before" if args.device.startswith("cuda") else
+            "memory": "CUDA max_memory_allocated over the sample (the mode's weights and the VAE included)"
+            if args.device.startswith("cuda") else
             "CPU VmHWM (clear_refs reset) - VmRSS before, after gc + malloc_trim",
             "machine": machine(args.device), "torch": torch.__version__, "cases": rows}
 
@@ -462,10 +472,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads or (1 if args.device == "cpu" else torch.get_num_threads()))
-    result = benchmark(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sampling.json").write_text(json.dumps(result, indent=2) + "\n")
+
+    def save(result: dict[str, Any]) -> None:  # after each mode too: a time-out keeps the modes done
+        (out / "sampling.json").write_text(json.dumps(result, indent=2) + "\n")
+
+    result = benchmark(args, emit=save)
+    save(result)
     print_table(result)
     print(f"wrote {out / 'sampling.json'}")
     return result

@@ -90,7 +90,7 @@ class HashedText:
 # ------------------------------------------------------------------------------------------------ solver
 def install_solver() -> str:
     """'unipc' when diffusers is importable; else 'euler-torch': the settings then ask for Euler, which
-    ``wanmodel.diffusion.schedulers.prepare_scheduler`` runs in torch alone (``TorchFlowEuler``)."""
+    ``wanmodel.diffusion.schedulers.prepare_scheduler`` runs in torch and numpy alone (``TorchFlowEuler``)."""
     from wanmodel.diffusion.schedulers import have_diffusers
 
     return "unipc" if have_diffusers() else "euler-torch"

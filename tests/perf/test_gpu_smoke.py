@@ -1,4 +1,4 @@
-"""``perf/gpu.sh --smoke``: every step runs on the CPU at tiny sizes with only torch, einops and safetensors
+"""``perf/gpu.sh --smoke``: every step runs on the CPU at tiny sizes with only torch, einops, safetensors and numpy
 importable (what the lent GPU box has, less its extras), and the summary holds every figure, finite and positive.
 
 The smoke runs in a subprocess whose interpreters load a ``sitecustomize`` that hides the modules the GPU box lacks,
@@ -136,6 +136,30 @@ def test_summary_reports_a_failed_step_and_a_missing_figure(tmp_path: Path) -> N
     assert figures["train.tokens_per_s"]["ceiling"] is None
 
 
+
+def test_pack_leaves_the_summary_and_one_archive_of_the_rest(tmp_path: Path) -> None:
+    """``--pack``: the folder ends with gpu.json and gpu_run.tar.gz alone (a lent box returns at most 8 files; the
+    script leaves a dozen), and the archive holds every other file and log, byte for byte."""
+    import tarfile
+
+    (tmp_path / "steps.tsv").write_text("step\tstatus\trc\tseconds\tnote\ntrain\tok\t0\t9\tlogs/train.log\n")
+    case = {"step_s": 0.5, "tokens_per_s": 256.0, "samples_per_s": 2.0, "model_tflops": 0.5, "peak_mb": 10.0}
+    files = {"train.json": json.dumps({"cases": [case]}), "logs/train.log": "step 1\nstep 2\n",
+             "logs/vae.log": "killed at its timeout\n", "steps.tsv": (tmp_path / "steps.tsv").read_text()}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    done = subprocess.run([sys.executable, "-m", "perf.gpu_summary", "--dir", str(tmp_path), "--pack"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr  # the one step that ran has all its figures
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["gpu.json", "gpu_run.tar.gz"]
+    with tarfile.open(tmp_path / "gpu_run.tar.gz") as tar:
+        packed = {member.name: tar.extractfile(member).read().decode() for member in tar.getmembers()
+                  if member.isfile()}
+    assert packed == files
+    summary = json.loads((tmp_path / "gpu.json").read_text())
+    assert {figure["name"] for figure in summary["figures"]} >= {"train.tokens_per_s", "train.peak_mb"}
+
 # ------------------------------------------------------------------ perf.train's timing hook and its arithmetic
 def test_time_train_step_times_any_step_callable() -> None:
     """The hook the distributed trainer will be timed through: warm-up calls untimed, then the timed ones."""
@@ -192,3 +216,32 @@ def test_summary_sampling_rows(tmp_path: Path) -> None:
                             "sampling.fp8.step_s", "sampling.fp8.video_s", "sampling.fp8.speedup",
                             "sampling.fp8.peak_mb"}
     assert figures["sampling.fp8.speedup"]["value"] == 2.0 and figures["sampling.fp8.speedup"]["ceiling"] is None
+
+
+def test_dit_and_vae_benchmarks_keep_their_timings_when_the_memory_measurement_runs_out_of_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA the memory measurement builds a second model beside the timed one; its out-of-memory is recorded
+    per figure and the timings already measured stay (the summary then lists only the memory figure missing)."""
+    import torch
+
+    import perf.dit as dit
+    import perf.vae as vae
+
+    def out_of_memory(*args: object, **kwargs: object) -> dict[str, float]:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(dit, "peak_memory", out_of_memory)
+    monkeypatch.setattr(vae, "peak_memory", out_of_memory)
+    threads = torch.get_num_threads()
+    try:
+        case = dit.Case(config="tiny", layers=None, frames=5, height=32, width=32, text_tokens=8)
+        result = dit.benchmark_case(case, repeat=1, reference=False, backward=True, memory=True)
+        clips = vae.benchmark("tiny", short=1, long=5, size=32, repeat=1, reference=False)["clips"]
+    finally:
+        torch.set_num_threads(threads)
+    for op in ("fwd", "train"):
+        assert result[f"{op}_ours_s"] > 0 and f"{op}_ours_mb" not in result
+        assert result[f"{op}_ours_mb_error"] == "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
+    for clip in clips.values():
+        for op in ("encode", "decode"):
+            assert clip[f"{op}_ours_s"] > 0 and clip[f"{op}_ours_mb_error"].startswith("out of memory")

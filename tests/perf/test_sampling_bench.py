@@ -87,15 +87,26 @@ def test_torch_euler_stand_in_equals_the_diffusers_euler_scheduler() -> None:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from perf.sampling import main
+    import perf.sampling as sampling
 
-    threads = torch.get_num_threads()
+    threads, real = torch.get_num_threads(), sampling.benchmark
+    out = tmp_path_factory.mktemp("sampling")
+    on_disk: list[dict] = []  # sampling.json as each mode left it
+
+    def spied(args, emit=None):  # noqa: ANN001, ANN202 - wraps main's own writer
+        def emit_and_read(result: dict) -> None:
+            emit(result)
+            on_disk.append(json.loads((Path(out) / "sampling.json").read_text()))
+        return real(args, emit=emit_and_read)
+
+    sampling.benchmark = spied
     try:
-        out = tmp_path_factory.mktemp("sampling")
-        main(["--smoke", "--out", str(out)])
+        sampling.main(["--smoke", "--out", str(out)])
     finally:
+        sampling.benchmark = real
         torch.set_num_threads(threads)
-    return json.loads((Path(out) / "sampling.json").read_text())
+    result = json.loads((Path(out) / "sampling.json").read_text())
+    return {**result, "on_disk": on_disk}
 
 
 def test_smoke_writes_every_mode(smoke: dict) -> None:
@@ -111,6 +122,15 @@ def test_smoke_writes_every_mode(smoke: dict) -> None:
         assert row["video_s"] > 0 and row["step_s"] > 0 and math.isfinite(row["peak_mb"]), row
         assert row["steps_run"] == smoke["settings"]["num_steps"] == 4 and not row["extrapolated"]
         assert "psnr_db" in row and "latent_mse" in row and row["speedup"] > 0
+
+
+def test_sampling_json_is_rewritten_after_each_mode(smoke: dict) -> None:
+    """A time-out keeps the modes done: after mode k the file on disk holds the first k rows, marked incomplete,
+    and the final file is marked complete with all of them."""
+    partial = smoke["on_disk"]
+    assert [len(result["cases"]) for result in partial] == list(range(1, len(smoke["cases"]) + 1))
+    assert not any(result["complete"] for result in partial) and smoke["complete"]
+    assert [row["mode"] for row in partial[-1]["cases"]] == [row["mode"] for row in smoke["cases"]]
 
 
 def test_smoke_exact_modes_are_exact_and_diffusers_agrees(smoke: dict) -> None:

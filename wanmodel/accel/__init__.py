@@ -9,7 +9,7 @@ Modules:
 - ``options``: ``SpeedOptions`` (fp8, attention, offload) and ``apply_speed_options`` on a built pipeline.
 - ``quality``: the quality guard (latent MSE, PSNR of decoded frames against the exact sampler).
 
-Everything here runs with torch alone (the GPU box has nothing else); other packages are imported lazily.
+Everything here runs with torch and numpy alone (the GPU box has little else); other packages are imported lazily.
 """
 from wanmodel.accel.cache import (
     CacheStats,
