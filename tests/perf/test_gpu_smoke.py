@@ -224,8 +224,7 @@ def test_dit_and_vae_benchmarks_keep_their_timings_when_the_memory_measurement_r
     per figure and the timings already measured stay (the summary then lists only the memory figure missing)."""
     import torch
 
-    import perf.dit as dit
-    import perf.vae as vae
+    from perf import dit, vae
 
     def out_of_memory(*args: object, **kwargs: object) -> dict[str, float]:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")

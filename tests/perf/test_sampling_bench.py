@@ -87,13 +87,13 @@ def test_torch_euler_stand_in_equals_the_diffusers_euler_scheduler() -> None:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    import perf.sampling as sampling
+    from perf import sampling
 
     threads, real = torch.get_num_threads(), sampling.benchmark
     out = tmp_path_factory.mktemp("sampling")
     on_disk: list[dict] = []  # sampling.json as each mode left it
 
-    def spied(args, emit=None):  # noqa: ANN001, ANN202 - wraps main's own writer
+    def spied(args, emit=None):  # wraps main's own writer
         def emit_and_read(result: dict) -> None:
             emit(result)
             on_disk.append(json.loads((Path(out) / "sampling.json").read_text()))
