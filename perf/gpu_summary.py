@@ -107,7 +107,16 @@ def collect_dit(out: Collector, step: str, result: dict[str, Any], memory: bool)
             out.add(step, f"{prefix}.s", case[f"{op}_ours_s"], "s")
             out.add(step, f"{prefix}.tflops", case[f"{op}_ours_tflops"], "TFLOP/s")
             if memory:
-                out.add(step, f"{prefix}.peak_mb", case.get(f"{op}_ours_mb"), "MB")
+                memory_figure(out, step, f"{prefix}.peak_mb", case, op)
+
+
+def memory_figure(out: Collector, step: str, name: str, result: dict[str, Any], op: str) -> None:
+    """``{op}_ours_mb``, or the out-of-memory its measurement recorded (``{op}_ours_mb_error``) as the reason."""
+    error = result.get(f"{op}_ours_mb_error")
+    if error:
+        out.lack(step, name, error)
+    else:
+        out.add(step, name, result.get(f"{op}_ours_mb"), "MB")
 
 
 def collect_vae(out: Collector, result: dict[str, Any], memory: bool) -> None:
@@ -118,7 +127,7 @@ def collect_vae(out: Collector, result: dict[str, Any], memory: bool) -> None:
             out.add("vae", f"{prefix}.s", seconds, "s")
             out.add("vae", f"{prefix}.frames_per_s", clip["frames"] / seconds if seconds else None, "frames/s")
             if memory:
-                out.add("vae", f"{prefix}.peak_mb", clip.get(f"{op}_ours_mb"), "MB")
+                memory_figure(out, "vae", f"{prefix}.peak_mb", clip, op)
 
 
 def collect_train(out: Collector, result: dict[str, Any]) -> None:

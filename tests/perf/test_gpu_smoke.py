@@ -219,7 +219,7 @@ def test_summary_sampling_rows(tmp_path: Path) -> None:
 
 
 def test_dit_and_vae_benchmarks_keep_their_timings_when_the_memory_measurement_runs_out_of_memory(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """On CUDA the memory measurement builds a second model beside the timed one; its out-of-memory is recorded
     per figure and the timings already measured stay (the summary then lists only the memory figure missing)."""
     import torch
@@ -244,3 +244,17 @@ def test_dit_and_vae_benchmarks_keep_their_timings_when_the_memory_measurement_r
     for clip in clips.values():
         for op in ("encode", "decode"):
             assert clip[f"{op}_ours_s"] > 0 and clip[f"{op}_ours_mb_error"].startswith("out of memory")
+    # the summary (not smoke: memory figures expected) keeps the times and names the out-of-memory as the reason
+    (tmp_path / "steps.tsv").write_text("step\tstatus\trc\tseconds\tnote\n"
+                                        "dit_sdpa\tok\t0\t9\tlogs/dit_sdpa.log\nvae\tok\t0\t9\tlogs/vae.log\n")
+    (tmp_path / "dit_sdpa.json").write_text(json.dumps({"cases": [result]}))
+    (tmp_path / "vae.json").write_text(json.dumps({"clips": clips}))
+    done = subprocess.run([sys.executable, "-m", "perf.gpu_summary", "--dir", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    summary = json.loads((tmp_path / "gpu.json").read_text())
+    assert {lack["name"] for lack in summary["missing"]} == {
+        "dit.sdpa.fwd.peak_mb", "dit.sdpa.train.peak_mb",
+        *(f"vae.{label}.{op}.peak_mb" for label in ("short", "long") for op in ("encode", "decode"))}
+    assert all(lack["reason"].startswith("out of memory: CUDA out of memory") for lack in summary["missing"])
+    assert {"dit.sdpa.fwd.s", "dit.sdpa.train.tflops", "vae.long.decode.s"} <= {f["name"] for f in summary["figures"]}
