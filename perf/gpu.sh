@@ -4,7 +4,9 @@
 #   bash perf/gpu.sh [--smoke] [--pack] [--out DIR]          (default DIR: perf/results/gpu)
 #
 # Steps, in order, each under its own timeout (a failure or time-out is recorded and the next step runs):
-#   1. gpu_info        device, torch, CUDA; the ceilings measured now: bf16 matmul TFLOP/s, memory-copy GB/s
+#   1. gpu_info        device, torch, CUDA; the ceilings measured now: bf16 matmul TFLOP/s, memory-copy GB/s;
+#                      torch SDPA with each kernel forced (flash, efficient, cuDNN) at the 1.3B's attention shape,
+#                      forward and forward+backward, and the kernel SDPA picks by itself
 #   2. train           perf.train: plain-loop training step of the 1.3B at 480p x 81 (AdamW, bf16 autocast,
 #                      activation checkpointing through parallelize_dit): tokens/s, samples/s, peak memory, MFU.
 #                      Second, so the pretraining figure is measured even when a later step overruns.
@@ -33,7 +35,8 @@
 #   DiT 1.3B forward at 32,760 tokens + 512 text tokens = 0.283 PFLOP (70 % of it in the self-attention matmuls):
 #   >= 0.36 s at the peak, ~0.8 s at 45%. A training step = 3 x forward = 0.85 PFLOP of model FLOPs, 1.13 PFLOP
 #   executed with checkpointing's recomputed forward: ~3 s at 45%.
-#   - gpu_info: 50 x 8192^3 bf16 matmuls (1.1 TFLOP each) + 2 GiB copies: ~10 s + start-up.
+#   - gpu_info: 50 x 8192^3 bf16 matmuls (1.1 TFLOP each) + 2 GiB copies: ~10 s + start-up; SDPA at 12 x 32,760
+#     x 128 is 6.6 TFLOP forward, 23 forward+backward: 3 kernels x 6 calls of each, ~5 s. Timeout 45 s.
 #   - train: model built on the GPU, 2 warm-up + 5 timed steps of ~3 s: ~40 s; timeout 150 s.
 #   - dit_sdpa: model build and randomisation on the host (~30 s), 3 forwards + 2 for memory (~5 s), 3 train
 #     calls + rebuild + 2 for memory (~25 s): ~65 s (repeat 2); timeout 120 s. An out-of-memory, also in the

@@ -6,7 +6,9 @@ Reads what the steps left in DIR (``steps.tsv``, ``gpu_info.json``, ``dit_*.json
 ``sampling.json``, ``curation_models.json``) and writes ``DIR/gpu.json``:
 
 - ``ceilings``: measured in the same run by ``perf.gpu_info`` (matmul TFLOP/s, memory-copy GB/s) and the device's
-  memory; ``nominal``: the figures measured on the lent H100 before (790 TFLOP/s bf16).
+  memory; ``attention.<kernel>.fwd|fwd_bwd.tflops``: torch SDPA with each kernel forced at the DiT 1.3B's
+  attention shape, against the matmul ceiling (``device.sdpa_default_kernel``: the one SDPA picks itself);
+  ``nominal``: the figures measured on the lent H100 before (790 TFLOP/s bf16).
 - ``figures``: ``{name, value, unit, ceiling, ratio}``; rates in TFLOP/s also carry ``ratio_nominal`` (to 790),
   so ``train.model_tflops`` gives the MFU against this run's ceiling (``ratio``) and against 790. Peak memory is
   rated against the device's memory. Times and images/s have no ceiling (``null``).
@@ -33,6 +35,8 @@ from typing import Any
 
 OPS_DIT = ("fwd", "train")
 OPS_VAE = ("encode", "decode")
+ATTENTION_NAMES = {"MATH": "math", "FLASH_ATTENTION": "flash", "EFFICIENT_ATTENTION": "efficient",
+                   "CUDNN_ATTENTION": "cudnn"}
 TRAIN_FIGURES = (("step_s", "s"), ("tokens_per_s", "tokens/s"), ("samples_per_s", "samples/s"),
                  ("model_tflops", "TFLOP/s"), ("peak_mb", "MB"))
 
@@ -94,6 +98,12 @@ def collect_info(out: Collector, info: dict[str, Any]) -> None:
     out.add("gpu_info", "matmul_tflops", info["matmul"]["tflops"], "TFLOP/s",
             ceiling=info["nominal"]["matmul_tflops"])
     out.add("gpu_info", "copy_gbs", info["copy"]["gbs"], "GB/s", ceiling=info["nominal"]["copy_gbs"])
+    for kernel, figures in info.get("attention", {}).get("kernels", {}).items():
+        if "error" in figures:  # a kernel this device does not run (cuDNN on an old card, the CPU's fused ones)
+            continue
+        name = f"attention.{ATTENTION_NAMES.get(kernel, kernel.lower())}"
+        out.add("gpu_info", f"{name}.fwd.tflops", figures["fwd_tflops"], "TFLOP/s")
+        out.add("gpu_info", f"{name}.fwd_bwd.tflops", figures["fwd_bwd_tflops"], "TFLOP/s")
 
 
 def collect_dit(out: Collector, step: str, result: dict[str, Any], memory: bool) -> None:
@@ -217,6 +227,8 @@ def summarize(directory: Path, *, smoke: bool, seconds: int) -> dict[str, Any]:
     info = read_json(directory / "gpu_info.json") or {}
     device = {key: info[key] for key in ("name", "device", "torch", "cuda", "capability", "total_memory_mb")
               if key in info}
+    if "attention" in info:
+        device["sdpa_default_kernel"] = info["attention"]["default"]
     ok = not out.missing and all(step["status"] in ("ok", "skipped") for step in steps)
     return {"smoke": smoke, "seconds": seconds, "ok": ok, "device": device, "ceilings": out.ceilings,
             "nominal": out.nominal, "steps": steps, "figures": out.figures, "missing": out.missing}

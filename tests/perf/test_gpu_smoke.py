@@ -47,6 +47,7 @@ sys.meta_path[:] = [_Hide(finder) for finder in sys.meta_path]
 '''
 SMOKE_FIGURES = {
     "matmul_tflops", "copy_gbs",
+    *(f"attention.{kernel}.{op}.tflops" for kernel in ("math", "flash") for op in ("fwd", "fwd_bwd")),
     *(f"dit.sdpa.{op}.{kind}" for op in ("fwd", "train") for kind in ("s", "tflops")),
     *(f"vae.{clip}.{op}.{kind}" for clip in ("short", "long") for op in ("encode", "decode")
       for kind in ("s", "frames_per_s")),
@@ -109,6 +110,9 @@ def test_smoke_writes_every_figure(smoke: tuple[subprocess.CompletedProcess, Pat
                         "vae": "ok", "train": "ok", "sampling": "ok", "curation_models": "skipped"}
     for name in ("gpu_info", "dit_sdpa", "vae", "train", "sampling"):  # each benchmark's own JSON beside the summary
         assert json.loads((out / f"{name}.json").read_text())
+    attention = json.loads((out / "gpu_info.json").read_text())["attention"]
+    assert summary["device"]["sdpa_default_kernel"] == attention["default"] in ("MATH", "FLASH_ATTENTION")
+    assert "error" in attention["kernels"]["EFFICIENT_ATTENTION"]  # a CUDA kernel: recorded on the CPU, not fatal
     assert "matmul_tflops" in done.stdout and "train.tokens_per_s" in done.stdout  # the table
 
 
