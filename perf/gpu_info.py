@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -90,15 +91,19 @@ def attention_kernels(device: str, shape: dict[str, int], repeat: int) -> dict[s
     return result
 
 
-def measure(device: str, *, smoke: bool) -> dict[str, Any]:
+def measure(device: str, *, smoke: bool, save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The ceilings, then the attention kernels; ``save`` gets the result before the kernels run, so a kernel
+    that brings the process down (a fused kernel's illegal memory access) leaves the ceilings written."""
     sizes = {"n": 256, "copy_mb": 32, "repeat": 3} if smoke else {"n": 8192, "copy_mb": 2048, "repeat": 50}
     result = machine(device)
     result["matmul"] = matmul_ceiling(device, sizes["n"], sizes["repeat"])
     result["copy"] = copy_ceiling(device, sizes["copy_mb"], sizes["repeat"])
-    result["attention"] = attention_kernels(device, ATTENTION_SMOKE if smoke else ATTENTION_SHAPE,
-                                            repeat=3 if smoke else 5)
     result["nominal"] = {"matmul_tflops": NOMINAL_MATMUL_TFLOPS, "copy_gbs": NOMINAL_COPY_GBS}
     result["smoke"] = smoke
+    if save is not None:
+        save(result)
+    result["attention"] = attention_kernels(device, ATTENTION_SMOKE if smoke else ATTENTION_SHAPE,
+                                            repeat=3 if smoke else 5)
     return result
 
 
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no GPU")
-    result = measure(args.device, smoke=args.smoke)
+    result = measure(args.device, smoke=args.smoke, save=lambda ceilings: write_result(args.out, ceilings))
     print_table(result)
     write_result(args.out, result)
     return result

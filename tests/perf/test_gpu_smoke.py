@@ -262,3 +262,23 @@ def test_dit_and_vae_benchmarks_keep_their_timings_when_the_memory_measurement_r
         *(f"vae.{label}.{op}.peak_mb" for label in ("short", "long") for op in ("encode", "decode"))}
     assert all(lack["reason"].startswith("out of memory: CUDA out of memory") for lack in summary["missing"])
     assert {"dit.sdpa.fwd.s", "dit.sdpa.train.tflops", "vae.long.decode.s"} <= {f["name"] for f in summary["figures"]}
+
+
+def test_gpu_info_writes_the_ceilings_before_the_attention_kernels() -> None:
+    """A fused attention kernel that brings the process down must not take the ceilings with it: they are saved
+    first. The kernels' rates follow the FlashAttention count (4 N^2 D H forward, 3.5 x that with the backward)."""
+    import torch
+
+    from perf import gpu_info
+
+    saved: list[dict] = []
+    threads = torch.get_num_threads()
+    try:
+        result = gpu_info.measure("cpu", smoke=True, save=lambda ceilings: saved.append(json.loads(json.dumps(ceilings))))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(saved) == 1 and "attention" not in saved[0] and saved[0]["matmul"]["tflops"] > 0
+    math_kernel = result["attention"]["kernels"]["MATH"]
+    forward = 4 * 256**2 * 64 * 2  # smoke shape: 2 heads x 256 tokens x 64
+    assert math_kernel["fwd_tflops"] == pytest.approx(forward / math_kernel["fwd_s"] / 1e12)
+    assert math_kernel["fwd_bwd_tflops"] == pytest.approx(3.5 * forward / math_kernel["fwd_bwd_s"] / 1e12)
