@@ -21,10 +21,13 @@
 #                      diffusers on the box (a torch Euler solver stands in for its schedulers), so no diffusers
 #                      ratio and no quality guard here: those come from the CPU runs of perf.sampling.
 #                      sampling.json is rewritten after each mode, so a time-out keeps the modes done.
-#   7. curation_models perf.curation_models CLIP ViT-L/14 images/s, only where open_clip is installed (the lent
+#   7. train_compiled  the train step again with every block compiled (``--compile``: torch.compile, inductor),
+#                      compiled during the warm-up steps: what fusing the norms, modulation and RoPE gains in MFU.
+#                      Last of the timed steps, as it is the one a tight budget can best lose.
+#   8. curation_models perf.curation_models CLIP ViT-L/14 images/s, only where open_clip is installed (the lent
 #                      box has no open_clip: skipped). Not here: perf.captioner (needs vLLM or its .venv-vllm and
 #                      a 7B-shape model build of minutes) and context-parallel attention (meaningless on 1 GPU).
-#   8. summary         perf.gpu_summary: one JSON (DIR/gpu.json) of every figure with its unit, its ceiling
+#   9. summary         perf.gpu_summary: one JSON (DIR/gpu.json) of every figure with its unit, its ceiling
 #                      from step 1 of the same run and the ratio; a table on stdout. With --pack, everything
 #                      else in DIR (step JSONs, steps.tsv, logs/) then goes into DIR/gpu_run.tar.gz: DIR holds 2
 #                      files, within the 8 that come back from a lent box (unpacked it leaves 12).
@@ -48,10 +51,13 @@
 #     runs 3 steps (batch 2 with CFG: ~1.6 s each, ~5 s) and is extrapolated: host build and randomisation of the
 #     1.3B (~30 s), per mode a copy cast and moved (~5 s) + 3 steps; the Wan-VAE decode of 81x480x832 (~5-10 s)
 #     only for plain and the offload modes (the others reuse plain's): ~110 s; timeout 150 s.
-#   Expected in all ~5-6 min. The step timeouts (45 + 150 + 120 + 100 + 150 s) are further capped by a
+#   - train_compiled: the train step plus the compile of one block graph (forward, backward, recompute) on 16
+#     host cores, ~40-60 s: ~100 s; timeout 150 s, and what the budget has left.
+#   Expected in all ~6-7 min. The step timeouts (45 + 150 + 120 + 100 + 150 + 150 s) are further capped by a
 #   whole-script budget of 460 s (smoke: 240 s, for a busy CI machine), so the script ends within 8 minutes even
-#   when steps hang; dit_sdpa and vae are capped so that sampling, last, keeps its 150 s when both overrun and
-#   the others take their expected time. On a lent GPU, the `run` tool's command "bash perf/gpu.sh --pack --out $OUT" with timeout_s 500.
+#   when steps hang; dit_sdpa and vae are capped so that sampling keeps its 150 s when both overrun and the
+#   others take their expected time (train_compiled then gets what is left). On a lent GPU, the `run` tool's
+#   command "bash perf/gpu.sh --pack --out $OUT" with timeout_s 500.
 #
 # --smoke: the same steps and code paths on the CPU at tiny sizes (tiny DiT, tiny VAE, 32x32 pixels), in about a
 # minute: what CI runs (tests/perf/test_gpu_smoke.py). Exit status: 0 when every step that ran succeeded.
@@ -173,6 +179,8 @@ done
 run_step vae 100 "$PY" -m perf.vae --device "$DEVICE" --dtype bfloat16 "${VAE[@]}" --no-reference \
   --out "$OUT/vae.json"
 run_step sampling 150 "$PY" -m perf.sampling --device "$DEVICE" "${SAMPLING[@]}" --no-reference --out "$OUT"
+run_step train_compiled 150 "$PY" -m perf.train --device "$DEVICE" "${TRAIN[@]}" --compile \
+  --out "$OUT/train_compiled.json"
 if [ "$curation" = 1 ]; then
   run_step curation_models 60 "$PY" -m perf.curation_models --device "$DEVICE" "${CURATION[@]}" \
     --out "$OUT/curation_models.json"

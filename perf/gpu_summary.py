@@ -3,14 +3,15 @@
     python -m perf.gpu_summary --dir DIR [--smoke 0|1] [--seconds N] [--pack]
 
 Reads what the steps left in DIR (``steps.tsv``, ``gpu_info.json``, ``dit_*.json``, ``vae.json``, ``train.json``,
-``sampling.json``, ``curation_models.json``) and writes ``DIR/gpu.json``:
+``sampling.json``, ``train_compiled.json``, ``curation_models.json``) and writes ``DIR/gpu.json``:
 
 - ``ceilings``: measured in the same run by ``perf.gpu_info`` (matmul TFLOP/s, memory-copy GB/s) and the device's
   memory; ``attention.<kernel>.fwd|fwd_bwd.tflops``: torch SDPA with each kernel forced at the DiT 1.3B's
   attention shape, against the matmul ceiling (``device.sdpa_default_kernel``: the one SDPA picks itself);
   ``nominal``: the figures measured on the lent H100 before (790 TFLOP/s bf16).
 - ``figures``: ``{name, value, unit, ceiling, ratio}``; rates in TFLOP/s also carry ``ratio_nominal`` (to 790),
-  so ``train.model_tflops`` gives the MFU against this run's ceiling (``ratio``) and against 790. Peak memory is
+  so ``train.model_tflops`` (``train_compiled.model_tflops``: blocks compiled) gives the MFU against this run's
+  ceiling (``ratio``) and against 790. Peak memory is
   rated against the device's memory. Times and images/s have no ceiling (``null``).
 - ``missing``: figures a step that ran should have produced but did not (an out-of-memory, a failure, a time-out),
   with the reason; ``steps``: each step's status, exit code and seconds.
@@ -140,13 +141,14 @@ def collect_vae(out: Collector, result: dict[str, Any], memory: bool) -> None:
                 memory_figure(out, "vae", f"{prefix}.peak_mb", clip, op)
 
 
-def collect_train(out: Collector, result: dict[str, Any]) -> None:
+def collect_train(out: Collector, step: str, result: dict[str, Any]) -> None:
+    """``train`` (eager) or ``train_compiled`` (blocks compiled): the figures are named after the step."""
     for case in result["cases"]:
         if "error" in case:
-            out.lack("train", "train", case["error"])
+            out.lack(step, step, case["error"])
             continue
         for key, unit in TRAIN_FIGURES:
-            out.add("train", f"train.{key}", case.get(key), unit)
+            out.add(step, f"{step}.{key}", case.get(key), unit)
 
 
 def collect_sampling(out: Collector, result: dict[str, Any], memory: bool) -> None:
@@ -191,8 +193,8 @@ def collect(directory: Path, steps: list[dict[str, Any]], smoke: bool) -> Collec
             collect_dit(out, step, result, memory=not smoke and step == "dit_sdpa")
         elif step == "vae":
             collect_vae(out, result, memory=not smoke)
-        elif step == "train":
-            collect_train(out, result)
+        elif step in ("train", "train_compiled"):
+            collect_train(out, step, result)
         elif step == "sampling":
             collect_sampling(out, result, memory=not smoke)
         elif step == "curation_models":

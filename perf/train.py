@@ -7,6 +7,7 @@ the overhead of the Ray/FSDP path.
     python -m perf.train --device cuda --config 1.3B --frames 81 --height 480 --width 832   # the 480p stage
     options: [--layers N] [--batch 1] [--grad-accum 1] [--text-tokens 512] [--steps 5] [--warmup 2] [--lr 1e-4]
              [--no-activation-checkpointing] [--offload-activations] [--attention-backend auto|sdpa|flash|sage]
+             [--compile]
              [--peak-tflops 790] [--threads N] [--ray-workers 1,2|0] [--ray-layouts fsdp,zero2,replicate]
              [--out perf/results/train.json]
 
@@ -15,7 +16,8 @@ Gaussian noise) of the DiT on random latents and text embeddings, under bf16 aut
 the model's own float32 islands) and in float32 on CPU; backward; gradient clipping at 1.0; AdamW (fused on
 CUDA). Activation checkpointing per block is applied as the distributed trainer applies it, through
 ``parallelize_dit(model, None, ParallelPlan(...))``; ``--offload-activations`` keeps the saved block inputs in
-(pinned) CPU memory (``activation_offload``). The model has the official initialisation (``WanDiT.from_config``,
+(pinned) CPU memory (``activation_offload``); ``--compile`` compiles each block (``ParallelPlan.compile``,
+inductor; compiled in the warm-up steps, so outside the timing: give ``--warmup`` 2 or more). The model has the official initialisation (``WanDiT.from_config``,
 built on the device). ``--frames/--height/--width`` are pixels; the latents are the Wan-VAE's grid of them, so
 81x480x832 is 21x60x104 latents = 32,760 tokens (``perf.dit`` explains).
 
@@ -85,6 +87,7 @@ class TrainCase(Case):
     activation_checkpointing: bool = True
     offload_activations: bool = False
     grad_accum: int = 1  # micro-batches per step (the batch split evenly; one optimizer step, one reduction)
+    compile: bool = False  # torch.compile each block (ParallelPlan.compile)
 
     def fields(self) -> dict[str, Any]:
         """The case for the JSON, without ``perf.dit``'s forward-only knobs (dtype, autocast, grad_checkpointing):
@@ -103,7 +106,7 @@ def build_training(case: TrainCase, *, lr: float, seed: int = 0) -> tuple[WanDiT
     torch.manual_seed(seed)
     model = WanDiT.from_config(case.shape.dit_config, device=case.device, attention_backend=case.attention_backend)
     plan = ParallelPlan(activation_checkpointing=case.activation_checkpointing,
-                        offload_activations=case.offload_activations)
+                        offload_activations=case.offload_activations, compile=case.compile)
     model = parallelize_dit(model.train(), None, plan)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0.01,
                                   fused=case.device == "cuda")
@@ -278,7 +281,8 @@ def _cores(timed: dict[str, Any]) -> None:
 
 def print_table(result: dict[str, Any]) -> None:
     machine = result["machine"]
-    print(f"DiT training step, plain loop, on {result['device']} ({machine.get('gpu', machine['cpu'])}, torch "
+    compiled = " (blocks compiled)" if result["cases"] and result["cases"][0].get("compile") else ""
+    print(f"DiT training step, plain loop{compiled}, on {result['device']} ({machine.get('gpu', machine['cpu'])}, torch "
           f"{result['torch']}, "
           f"{result['threads']} threads, median of {result['steps']} steps after {result['warmup']})")
     print(f"{'case':>16} {'tokens':>6} {'AC':>3} {'step s':>8} {'tokens/s':>9} {'samples/s':>9} {'TFLOP/s':>8} "
@@ -353,6 +357,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--attention-backend", default="auto", choices=["auto", "sdpa", "flash", "sage"])
     parser.add_argument("--no-activation-checkpointing", action="store_true")
     parser.add_argument("--offload-activations", action="store_true", help="saved activations in CPU memory")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each block (compiled in the warm-up)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -397,7 +402,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        batch=args.batch, text_tokens=args.text_tokens, device=args.device,
                        activation_checkpointing=not args.no_activation_checkpointing,
                        offload_activations=args.offload_activations, attention_backend=args.attention_backend,
-                       grad_accum=args.grad_accum)
+                       grad_accum=args.grad_accum, compile=args.compile)
              for name, layers in specs]
     for case in cases:
         case.shape.latent_grid  # noqa: B018 -- a bad frame count or size fails here, before any model is built

@@ -51,7 +51,8 @@ SMOKE_FIGURES = {
     *(f"dit.sdpa.{op}.{kind}" for op in ("fwd", "train") for kind in ("s", "tflops")),
     *(f"vae.{clip}.{op}.{kind}" for clip in ("short", "long") for op in ("encode", "decode")
       for kind in ("s", "frames_per_s")),
-    *(f"train.{key}" for key in ("step_s", "tokens_per_s", "samples_per_s", "model_tflops", "peak_mb")),
+    *(f"{step}.{key}" for step in ("train", "train_compiled")
+      for key in ("step_s", "tokens_per_s", "samples_per_s", "model_tflops", "peak_mb")),
     *(f"sampling.{mode}.{kind}" for mode in ("plain", "fp8-sim", "offload", "combined", "combined-lowmem")
       for kind in ("step_s", "video_s")),
     *(f"sampling.{mode}.speedup" for mode in ("fp8-sim", "offload", "combined", "combined-lowmem")),
@@ -107,8 +108,9 @@ def test_smoke_writes_every_figure(smoke: tuple[subprocess.CompletedProcess, Pat
     assert rates and all(figure["ceiling"] == measured for figure in rates)  # rated against this run's ceiling
     statuses = {step["step"]: step["status"] for step in summary["steps"]}
     assert statuses == {"gpu_info": "ok", "dit_sdpa": "ok", "dit_flash": "skipped", "dit_sage": "skipped",
-                        "vae": "ok", "train": "ok", "sampling": "ok", "curation_models": "skipped"}
-    for name in ("gpu_info", "dit_sdpa", "vae", "train", "sampling"):  # each benchmark's own JSON beside the summary
+                        "vae": "ok", "train": "ok", "sampling": "ok", "train_compiled": "ok",
+                        "curation_models": "skipped"}
+    for name in ("gpu_info", "dit_sdpa", "vae", "train", "sampling", "train_compiled"):  # each benchmark's own JSON
         assert json.loads((out / f"{name}.json").read_text())
     attention = json.loads((out / "gpu_info.json").read_text())["attention"]
     assert summary["device"]["sdpa_default_kernel"] == attention["default"] in ("MATH", "FLASH_ATTENTION")

@@ -148,6 +148,30 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path) -> None
     assert {**first.losses, **resumed.losses} == full.losses  # bit for bit
 
 
+@pytest.mark.slow  # the inductor compile of the tiny block, per bucket shape: about a minute on 2 cores
+def test_compiled_blocks_train_like_eager_and_resume_its_checkpoints(tmp_path: Path) -> None:
+    """``parallel.compile``: the same losses as the eager model (float reordering only), and the parameter names
+    unchanged, so a compiled run resumes an eager run's checkpoint and goes on as the eager run does."""
+    from wanmodel.train.dit import train_dit
+
+    from torch._dynamo.utils import counters
+
+    lake = write_lake(tmp_path / "lake")
+    eager = train_dit(make_config(lake, tmp_path / "eager", steps=8, checkpoint_every=4))
+    graphs = counters["stats"]["unique_graphs"]
+    compiled = train_dit(make_config(lake, tmp_path / "compiled", steps=4, checkpoint_every=4,
+                                     parallel={"compile": True}))
+    assert counters["stats"]["unique_graphs"] > graphs  # the blocks did run compiled
+    for step in range(1, 5):
+        assert compiled.losses[step] == pytest.approx(eager.losses[step], rel=1e-4, abs=1e-6), step
+    train_dit(make_config(lake, tmp_path / "switch", steps=4, checkpoint_every=4))  # eager up to step 4
+    resumed = train_dit(make_config(lake, tmp_path / "switch", steps=8, checkpoint_every=4,
+                                    parallel={"compile": True}))
+    assert resumed.start_step == 4 and sorted(resumed.losses) == [5, 6, 7, 8]
+    for step in range(5, 9):
+        assert resumed.losses[step] == pytest.approx(eager.losses[step], rel=1e-4, abs=1e-6), step
+
+
 def test_cosine_schedule_decays_to_its_floor_and_resumes_exactly(tmp_path: Path) -> None:
     """Warmup, then cosine to ``min_lr_ratio`` x lr at the last step; a run killed after its checkpoint and run
     again continues the same schedule (the logged lr and the losses equal an uninterrupted run's)."""

@@ -1,7 +1,9 @@
 """Apply the parallel layout of a ``ParallelMesh`` to a ``WanDiT`` from outside (torchtitan's ``parallelize``).
 
 Order matters and is fixed here: context parallelism (sequence sharding, distributed self-attention), then
-activation checkpointing per block, then FSDP2 ``fully_shard`` per block and on the root. Pure data parallelism
+activation checkpointing per block, then ``torch.compile`` per block when the plan asks (regional compilation,
+torchtitan's order: one graph per block shape, reused by every block; checkpointing recomputes the compiled
+forward), then FSDP2 ``fully_shard`` per block and on the root. Pure data parallelism
 (every rank a full replica: ``fsdp`` 1, no context parallelism) takes DDP instead (composable ``replicate``, as
 torchtitan does): plain parameters, no gather or copy-in around each forward and backward, the gradients
 all-reduced in buckets while the backward still runs (and only after the last micro-batch of gradient
@@ -34,6 +36,7 @@ class ParallelPlan:
     param_dtype: torch.dtype = torch.bfloat16
     reduce_dtype: torch.dtype = torch.float32
     reshard_after_forward: bool = True  # FSDP's ZeRO-3; False keeps gathered blocks for backward (ZeRO-2-like)
+    compile: bool = False  # torch.compile each block (inductor: fuses the norms, modulation and RoPE around the matmuls)
 
 
 def parallelize_dit(model: Any, mesh: ParallelMesh | None, plan: ParallelPlan = ParallelPlan()) -> Any:
@@ -41,16 +44,26 @@ def parallelize_dit(model: Any, mesh: ParallelMesh | None, plan: ParallelPlan = 
     say (``mesh=None``: one process, checkpointing only). Returns the same module."""
     if plan.activation_checkpointing:
         model.gradient_checkpointing = True
+    if mesh is not None:
+        mesh.dims.check_model(model.config.num_heads)
+        if mesh.dims.cp > 1:
+            apply_context_parallel(model, ContextParallel.from_mesh(mesh))
+    if plan.compile:
+        compile_blocks(model)
     if mesh is None:
         return model
-    mesh.dims.check_model(model.config.num_heads)
-    if mesh.dims.cp > 1:
-        apply_context_parallel(model, ContextParallel.from_mesh(mesh))
     if mesh.dims.fsdp == 1:
         _apply_ddp(model, mesh)
     else:
         _apply_fsdp(model, mesh.fsdp_mesh, plan)
     return model
+
+
+def compile_blocks(model: Any) -> None:
+    """``torch.compile`` each block in place (``nn.Module.compile``: the module keeps its class and its parameter
+    names, so checkpoints and FSDP see the same model); compiled lazily, at the first step."""
+    for block in model.blocks:
+        block.compile()
 
 
 def _apply_ddp(model: Any, mesh: ParallelMesh) -> None:

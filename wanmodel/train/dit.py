@@ -96,7 +96,7 @@ def build_model(cfg: DiTTrainConfig, rt: Runtime) -> WanDiT:
     model.to(rt.device).train()
     plan = ParallelPlan(activation_checkpointing=cfg.parallel.activation_checkpointing,
                         offload_activations=cfg.parallel.offload_activations,
-                        reshard_after_forward=cfg.parallel.reshard_after_forward,
+                        reshard_after_forward=cfg.parallel.reshard_after_forward, compile=cfg.parallel.compile,
                         param_dtype=torch.bfloat16 if _bf16(cfg, rt.device) else torch.float32)
     return parallelize_dit(model, rt.mesh, plan)
 

@@ -55,6 +55,7 @@ class ParallelSection(Strict):
     # FSDP: free each block's gathered weights after its forward (ZeRO-3, least memory); False keeps them for the
     # backward (ZeRO-2-like: one all-gather per block and step fewer, the full weights resident)
     reshard_after_forward: bool = True
+    compile: bool = False  # torch.compile each block (regional; compiled at the first step, per bucket shape)
 
 
 class DiTTrainConfig(Strict):
