@@ -152,9 +152,9 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path) -> None
 def test_compiled_blocks_train_like_eager_and_resume_its_checkpoints(tmp_path: Path) -> None:
     """``parallel.compile``: the same losses as the eager model (float reordering only), and the parameter names
     unchanged, so a compiled run resumes an eager run's checkpoint and goes on as the eager run does."""
-    from wanmodel.train.dit import train_dit
-
     from torch._dynamo.utils import counters
+
+    from wanmodel.train.dit import train_dit
 
     lake = write_lake(tmp_path / "lake")
     eager = train_dit(make_config(lake, tmp_path / "eager", steps=8, checkpoint_every=4))
@@ -367,19 +367,23 @@ def _parallel_worker(rank: int, world: int, port: int, cfgs: list[dict[str, Any]
         result = train_loop(cfg, index, torch.device("cpu"))
         losses.update(result.losses)
         starts.append(result.start_step)
-    Path(out, f"{rank}.json").write_text(json.dumps({"losses": losses, "starts": starts}))
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]  # graphs compiled in this rank (parallel.compile)
+    Path(out, f"{rank}.json").write_text(json.dumps({"losses": losses, "starts": starts, "graphs": graphs}))
     dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("parallel,accum", [({"ulysses": 2}, 1), ({"ring": 2}, 1), ({}, 2),
-                                            ({"dp_replicate": 2, "fsdp": 1}, 2)],
-                         ids=["ulysses", "ring", "fsdp-accum2", "replicate-accum2"])
+                                            ({"dp_replicate": 2, "fsdp": 1}, 2),
+                                            pytest.param({"compile": True}, 1, marks=pytest.mark.slow)],
+                         ids=["ulysses", "ring", "fsdp-accum2", "replicate-accum2", "fsdp-compiled"])
 def test_parallel_training_resumes_and_matches_one_process(tmp_path: Path, parallel: dict[str, int],
                                                            accum: int) -> None:
     """2 gloo ranks: FSDP2 over both with Ulysses or Ring attention inside (both ranks share each batch), or FSDP2
     / replicas over 2 data shards accumulating gradients over 2 micro-batches each (one reduction per step): the
     one-process losses (one pass over the whole batch) within 1e-4, through a sharded checkpoint written at step 3
-    and resumed from."""
+    and resumed from; also with every block compiled under FSDP2 (``parallel.compile``)."""
     import socket
 
     import torch.multiprocessing as mp
@@ -397,6 +401,7 @@ def test_parallel_training_resumes_and_matches_one_process(tmp_path: Path, paral
     report = json.loads((tmp_path / "0.json").read_text())
     got = {int(k): v for k, v in report["losses"].items()}
     assert report["starts"] == [0, 3] and sorted(got) == [1, 2, 3, 4, 5]
+    assert (report["graphs"] > 0) == bool(parallel.get("compile"))  # compiled blocks under FSDP2 when asked
     assert [got[s] for s in range(1, 6)] == pytest.approx([one.losses[s] for s in range(1, 6)], abs=1e-4)
     meta = json.loads((tmp_path / "cp" / "ckpt" / "step_000005" / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["step"] == 5
