@@ -11,8 +11,8 @@ Reads what the steps left in DIR (``steps.tsv``, ``gpu_info.json``, ``dit_*.json
   ``nominal``: the figures measured on the lent H100 before (790 TFLOP/s bf16).
 - ``figures``: ``{name, value, unit, ceiling, ratio}``; rates in TFLOP/s also carry ``ratio_nominal`` (to 790),
   so ``train.model_tflops`` (``train_compiled.model_tflops``: blocks compiled) gives the MFU against this run's
-  ceiling (``ratio``) and against 790. Peak memory is
-  rated against the device's memory. Times and images/s have no ceiling (``null``).
+  ceiling (``ratio``) and against 790. Peak memory is rated against the device's memory. Times and images/s have
+  no ceiling (``null``).
 - ``missing``: figures a step that ran should have produced but did not (an out-of-memory, a failure, a time-out),
   with the reason; ``steps``: each step's status, exit code and seconds.
 
