@@ -180,6 +180,24 @@ def test_bfloat16_dit_stays_close_to_float32(t2v: WanT2VPipeline, tiny: Path) ->
     assert 0 < error < 0.03  # measured 0.008 (bf16 matmuls), not bit-equal
 
 
+def test_prompts_are_cut_to_the_dits_text_length(tiny: Path, tmp_path: Path) -> None:
+    """A DiT with a text length under 512 (trained on shorter caches) gets its prompts cut to it, as the release
+    cuts them to its 512: a long prompt samples instead of failing the DiT's context-length check."""
+    import json
+    import shutil
+
+    paths = build_tiny_models(tiny, "t2v")
+    short = tmp_path / "dit_text8"
+    shutil.copytree(paths.dit, short)
+    config = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps({**config, "text_len": 8}))
+    pipe = WanT2VPipeline.from_pretrained(short, paths.vae, paths.text_encoder)
+    long_prompt = "a red fox running through deep snow under a pale winter sky at dawn"
+    assert pipe.dit.config.text_len == 8 and len(pipe.text_encoder.encode([long_prompt])[0]) == 8
+    out = pipe.generate([long_prompt], seed=1, **{**SMALL, "num_steps": 2})
+    assert np.isfinite(out.latents.numpy()).all()
+
+
 def test_cfg_is_one_batched_dit_call_per_step(t2v: WanT2VPipeline) -> None:
     calls: list[int] = []
     handle = t2v.dit.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))

@@ -58,8 +58,10 @@ def load_components(dit: str | Path, vae: str | Path, text_encoder: str | Path, 
         if not Path(path).expanduser().exists():
             raise FileNotFoundError(f"{name} weights not found at {path}")
     model = load_dit(dit, device=device, dtype=dtype)
-    # umT5 in the DiT's dtype unless told otherwise (the release runs it in bf16, on the CPU too with --t5_cpu)
-    encoder = UMT5TextEncoder(text_encoder, tokenizer, device=text_device or device, dtype=text_dtype or dtype)
+    # umT5 in the DiT's dtype unless told otherwise (the release runs it in bf16, on the CPU too with --t5_cpu);
+    # prompts cut to the DiT's text length (512 in the releases, the umT5 default; shorter for a DiT trained so)
+    encoder = UMT5TextEncoder(text_encoder, tokenizer, text_len=model.config.text_len, device=text_device or device,
+                              dtype=text_dtype or dtype)
     return model.eval(), load_vae(vae, device=device, dtype=torch.float32), encoder
 
 
