@@ -263,12 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pack", action="store_true", help=f"then move the rest of DIR into DIR/{ARCHIVE}")
     args = parser.parse_args(argv)
     directory = Path(args.dir)
-    summary = summarize(directory, smoke=bool(args.smoke), seconds=args.seconds)
-    (directory / "gpu.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print_table(summary)
-    print(f"wrote {directory / 'gpu.json'}")
-    if args.pack:
-        print(f"packed the step files and logs into {pack(directory)}")
+    try:
+        summary = summarize(directory, smoke=bool(args.smoke), seconds=args.seconds)
+        (directory / "gpu.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print_table(summary)
+        print(f"wrote {directory / 'gpu.json'}")
+    finally:  # also when the summary fails: the step files and logs still come back, in the archive
+        if args.pack:
+            print(f"packed the step files and logs into {pack(directory)}")
     return 0 if summary["ok"] else 1
 
 

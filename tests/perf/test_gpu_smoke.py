@@ -165,6 +165,13 @@ def test_pack_leaves_the_summary_and_one_archive_of_the_rest(tmp_path: Path) -> 
     assert packed == files
     summary = json.loads((tmp_path / "gpu.json").read_text())
     assert {figure["name"] for figure in summary["figures"]} >= {"train.tokens_per_s", "train.peak_mb"}
+    broken = tmp_path / "broken"  # a summary that fails (no steps.tsv) still packs what is there
+    (broken / "logs").mkdir(parents=True)
+    (broken / "logs" / "gpu_info.log").write_text("Traceback ...\n")
+    done = subprocess.run([sys.executable, "-m", "perf.gpu_summary", "--dir", str(broken), "--pack"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and "steps.tsv" in done.stderr
+    assert sorted(path.name for path in broken.iterdir()) == ["gpu_run.tar.gz"]
 
 # ------------------------------------------------------------------ perf.train's timing hook and its arithmetic
 def test_time_train_step_times_any_step_callable() -> None:
