@@ -6,19 +6,19 @@ Reads what the steps left in DIR (``steps.tsv``, ``gpu_info.json``, ``dit_*.json
 ``sampling.json``, ``train_compiled.json``, ``curation_models.json``) and writes ``DIR/gpu.json``:
 
 - ``ceilings``: measured in the same run by ``perf.gpu_info`` (matmul TFLOP/s, memory-copy GB/s) and the device's
-  memory; ``attention.<kernel>.fwd|fwd_bwd.tflops``: torch SDPA with each kernel forced at the DiT 1.3B's
-  attention shape, against the matmul ceiling (``device.sdpa_default_kernel``: the one SDPA picks itself);
-  ``nominal``: the figures measured on the lent H100 before (790 TFLOP/s bf16).
+  memory; ``nominal``: the figures measured on the lent H100 before (790 TFLOP/s bf16).
 - ``figures``: ``{name, value, unit, ceiling, ratio}``; rates in TFLOP/s also carry ``ratio_nominal`` (to 790),
   so ``train.model_tflops`` (``train_compiled.model_tflops``: blocks compiled) gives the MFU against this run's
-  ceiling (``ratio``) and against 790. Peak memory is rated against the device's memory. Times and images/s have
+  ceiling (``ratio``) and against 790; ``attention.<kernel>.fwd|fwd_bwd.tflops``: torch SDPA with each kernel
+  forced at the DiT 1.3B's attention shape (``device.sdpa_default_kernel``: the one SDPA picks itself). Peak memory is rated against the device's memory. Times and images/s have
   no ceiling (``null``).
 - ``missing``: figures a step that ran should have produced but did not (an out-of-memory, a failure, a time-out),
-  with the reason; ``steps``: each step's status, exit code and seconds.
+  with the reason; ``steps``: each step's status, exit code and seconds. A step that failed or timed out still
+  gives the figures its JSON holds (``perf.sampling`` writes it after each mode).
 
 ``--pack`` then moves everything else in DIR (each step's JSON, ``steps.tsv``, ``logs/``) into one archive,
 ``DIR/gpu_run.tar.gz``, so DIR holds two files: what comes back from a lent GPU box is capped at 8 files, and the
-script leaves a dozen.
+script leaves 14.
 
 Exit status 0 only when every step that ran succeeded and nothing is missing. Prints the table. Standard library
 only.
@@ -181,12 +181,15 @@ def collect(directory: Path, steps: list[dict[str, Any]], smoke: bool) -> Collec
         step = row["step"]
         if row["status"] == "skipped":
             continue
-        if row["status"] != "ok":
+        finished = row["status"] == "ok"
+        if not finished:
             out.lack(step, step, f"step {row['status']} (exit {row['rc']}), see {row['note']}")
-            continue
+        # a step that stopped early still counts what it saved (sampling after each mode, gpu_info its ceilings);
+        # gpu.sh deletes each step's JSON before the step runs, so none is left from an earlier run
         result = info if step == "gpu_info" else read_json(directory / f"{step}.json")
         if result is None:
-            out.lack(step, step, f"no {step}.json")
+            if finished:
+                out.lack(step, step, f"no {step}.json")
         elif step == "gpu_info":
             collect_info(out, result)
         elif step.startswith("dit_"):

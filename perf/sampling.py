@@ -258,7 +258,8 @@ def build_models(shape: Shape, args: argparse.Namespace) -> tuple[WanDiT, WanVAE
     if args.text_encoder:
         from wanmodel.text.umt5 import UMT5TextEncoder
 
-        text: Any = UMT5TextEncoder(args.text_encoder, None, device=args.device, dtype=torch.float32)
+        text: Any = UMT5TextEncoder(args.text_encoder, None, text_len=dit.config.text_len, device=args.device,
+                                    dtype=torch.float32)
     else:
         text = HashedText(dit.config.text_dim)
     return dit, vae, text
@@ -476,7 +477,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
 
     def save(result: dict[str, Any]) -> None:  # after each mode too: a time-out keeps the modes done
-        (out / "sampling.json").write_text(json.dumps(result, indent=2) + "\n")
+        partial = out / "sampling.json.part"  # then renamed: a kill during the write leaves the last whole file
+        partial.write_text(json.dumps(result, indent=2) + "\n")
+        partial.replace(out / "sampling.json")
 
     result = benchmark(args, emit=save)
     save(result)

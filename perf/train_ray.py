@@ -52,7 +52,8 @@ def _train_config(case: Any, workers: int, threads: int, lr: float, parallel: di
                           grad_accum_steps=case.grad_accum,
                           mixed_precision="auto", optim={"lr": lr, "weight_decay": 0.01, "grad_clip": 1.0},
                           parallel={"activation_checkpointing": case.activation_checkpointing,
-                                    "offload_activations": case.offload_activations, **parallel},
+                                    "offload_activations": case.offload_activations, "compile": case.compile,
+                                    **parallel},
                           num_workers=workers, cpus_per_worker=threads, use_gpu=case.device == "cuda")
 
 
@@ -200,6 +201,7 @@ def _case_args(case: Any) -> list[str]:
             case.device, "--attention-backend", case.attention_backend, "--grad-accum", str(case.grad_accum)]
     args += ["--layers", str(case.layers)] if case.layers is not None else []
     args += [] if case.activation_checkpointing else ["--no-activation-checkpointing"]
+    args += ["--compile"] if case.compile else []
     return args + (["--offload-activations"] if case.offload_activations else [])
 
 

@@ -142,7 +142,6 @@ def test_summary_reports_a_failed_step_and_a_missing_figure(tmp_path: Path) -> N
     assert figures["train.tokens_per_s"]["ceiling"] is None
 
 
-
 def test_pack_leaves_the_summary_and_one_archive_of_the_rest(tmp_path: Path) -> None:
     """``--pack``: the folder ends with gpu.json and gpu_run.tar.gz alone (a lent box returns at most 8 files; the
     script leaves a dozen), and the archive holds every other file and log, byte for byte."""
@@ -208,6 +207,23 @@ def test_throughput_counts_flops_with_perf_dit() -> None:
     plain = throughput(TrainCase(config="tiny", layers=None, frames=5, height=32, width=32, batch=2,
                                  activation_checkpointing=False), {"step_s": 0.5}, peak_tflops=100.0)
     assert plain["hfu"] == pytest.approx(plain["mfu"])
+
+
+def test_summary_keeps_the_modes_a_timed_out_sampling_step_saved(tmp_path: Path) -> None:
+    """Sampling killed at its timeout after two modes: those modes' figures are in the summary, and the step's
+    timeout is listed as missing."""
+    (tmp_path / "steps.tsv").write_text("step\tstatus\trc\tseconds\tnote\n"
+                                        "sampling\ttimeout\t124\t150\tlogs/sampling.log\n")
+    cases = [{"mode": "plain", "available": True, "step_s": 0.5, "video_s": 30.0, "peak_mb": 9000.0},
+             {"mode": "fp8", "available": True, "step_s": 0.25, "video_s": 15.0, "speedup": 2.0, "peak_mb": 8000.0}]
+    (tmp_path / "sampling.json").write_text(json.dumps({"complete": False, "cases": cases}))
+    done = subprocess.run([sys.executable, "-m", "perf.gpu_summary", "--dir", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    summary = json.loads((tmp_path / "gpu.json").read_text())
+    assert summary["missing"] == [{"step": "sampling", "name": "sampling",
+                                   "reason": "step timeout (exit 124), see logs/sampling.log"}]
+    assert {"sampling.plain.video_s", "sampling.fp8.speedup"} <= {f["name"] for f in summary["figures"]}
 
 
 def test_summary_sampling_rows(tmp_path: Path) -> None:

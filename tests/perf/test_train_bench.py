@@ -49,6 +49,17 @@ def test_gradient_accumulation_reaches_the_trainer_and_the_baseline() -> None:
         parse_args(["--batch", "4", "--grad-accum", "3"])
 
 
+@pytest.mark.parametrize("compile_blocks", [False, True])
+def test_compile_reaches_the_trainer_and_the_baseline(compile_blocks: bool) -> None:
+    """``--compile`` compiles the blocks in the plain loop, the Ray workers' trainer config and the concurrent plain
+    loops alike, so the overhead sets compiled against compiled (or eager against eager)."""
+    from perf.train_ray import _case_args
+
+    case = TrainCase(config="tiny", layers=1, frames=1, height=32, width=32, batch=4, compile=compile_blocks)
+    assert _train_config(case, 2, 1, 1e-4, layout_parallel("fsdp", 2)).parallel.compile is compile_blocks
+    assert parse_args(_case_args(case)).compile is compile_blocks
+
+
 @pytest.mark.parametrize("layout", ["replicate", "fsdp"])
 def test_trainer_step_without_ray_runs_on_two_spawned_processes(layout: str) -> None:
     """The no-Ray split of the overhead: the trainer's own distributed step (DDP for replicas, FSDP2 otherwise) on

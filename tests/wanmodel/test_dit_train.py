@@ -160,13 +160,13 @@ def test_compiled_blocks_train_like_eager_and_resume_its_checkpoints(tmp_path: P
     eager = train_dit(make_config(lake, tmp_path / "eager", steps=8, checkpoint_every=4))
     graphs = counters["stats"]["unique_graphs"]
     compiled = train_dit(make_config(lake, tmp_path / "compiled", steps=4, checkpoint_every=4,
-                                     parallel={"compile": True}))
+                                     parallel={"compile": True, "activation_checkpointing": True}))
     assert counters["stats"]["unique_graphs"] > graphs  # the blocks did run compiled
     for step in range(1, 5):
         assert compiled.losses[step] == pytest.approx(eager.losses[step], rel=1e-4, abs=1e-6), step
     train_dit(make_config(lake, tmp_path / "switch", steps=4, checkpoint_every=4))  # eager up to step 4
     resumed = train_dit(make_config(lake, tmp_path / "switch", steps=8, checkpoint_every=4,
-                                    parallel={"compile": True}))
+                                    parallel={"compile": True, "activation_checkpointing": True}))
     assert resumed.start_step == 4 and sorted(resumed.losses) == [5, 6, 7, 8]
     for step in range(5, 9):
         assert resumed.losses[step] == pytest.approx(eager.losses[step], rel=1e-4, abs=1e-6), step
@@ -376,14 +376,19 @@ def _parallel_worker(rank: int, world: int, port: int, cfgs: list[dict[str, Any]
 
 @pytest.mark.parametrize("parallel,accum", [({"ulysses": 2}, 1), ({"ring": 2}, 1), ({}, 2),
                                             ({"dp_replicate": 2, "fsdp": 1}, 2),
-                                            pytest.param({"compile": True}, 1, marks=pytest.mark.slow)],
-                         ids=["ulysses", "ring", "fsdp-accum2", "replicate-accum2", "fsdp-compiled"])
+                                            pytest.param({"compile": True, "activation_checkpointing": True}, 1,
+                                                         marks=pytest.mark.slow),
+                                            pytest.param({"ulysses": 2, "ring": 1, "compile": True}, 1,
+                                                         marks=pytest.mark.slow)],
+                         ids=["ulysses", "ring", "fsdp-accum2", "replicate-accum2", "fsdp-compiled-checkpointed",
+                              "ulysses-compiled"])
 def test_parallel_training_resumes_and_matches_one_process(tmp_path: Path, parallel: dict[str, int],
                                                            accum: int) -> None:
     """2 gloo ranks: FSDP2 over both with Ulysses or Ring attention inside (both ranks share each batch), or FSDP2
     / replicas over 2 data shards accumulating gradients over 2 micro-batches each (one reduction per step): the
     one-process losses (one pass over the whole batch) within 1e-4, through a sharded checkpoint written at step 3
-    and resumed from; also with every block compiled under FSDP2 (``parallel.compile``)."""
+    and resumed from; also with every block compiled (``parallel.compile``) and checkpointed under FSDP2, and
+    compiled under Ulysses (its collectives run eagerly between the graphs)."""
     import socket
 
     import torch.multiprocessing as mp

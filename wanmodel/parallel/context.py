@@ -234,6 +234,7 @@ class ContextParallel:
         """Every rank's tokens [B, L, ...] from the shards [B, L/size, ...]."""
         return _GatherSequence.apply(x, self.cp_group) if self.size > 1 else x
 
+    @torch.compiler.disable  # compiled blocks (parallel.compile) run the collectives eagerly, between their graphs
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str = "auto",
                   scale: float | None = None) -> torch.Tensor:
         """Self-attention of sharded q, k, v over the whole sequence: Ulysses inside, Ring outside."""

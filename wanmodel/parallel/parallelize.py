@@ -1,18 +1,18 @@
 """Apply the parallel layout of a ``ParallelMesh`` to a ``WanDiT`` from outside (torchtitan's ``parallelize``).
 
 Order matters and is fixed here: context parallelism (sequence sharding, distributed self-attention), then
-activation checkpointing per block, then ``torch.compile`` per block when the plan asks (regional compilation,
-torchtitan's order: one graph per block shape, reused by every block; checkpointing recomputes the compiled
-forward), then FSDP2 ``fully_shard`` per block and on the root. Pure data parallelism (every rank a full replica:
-``fsdp`` 1, no context parallelism) takes DDP instead (composable ``replicate``, as torchtitan does): plain
-parameters, no gather or copy-in around each forward and backward, the gradients all-reduced in buckets while the
-backward still runs (and only after the last micro-batch of gradient accumulation); the forward then runs in the
-autocast dtype on float32 weights. Under FSDP2, mixed precision is FSDP2's: parameters gathered in ``param_dtype``
-(bf16 for training), gradients reduced in ``reduce_dtype`` (float32), the sharded master weights and the optimizer
-state in float32. The model's float32 islands stay float32: the root unit (patch, text and time embeddings, time
-projection, head: small, and the time MLP is read directly by the model rather than called) gathers its parameters
-in float32; only the blocks run in ``param_dtype``, where each block's modulation is added to the float32 time
-embedding in float32.
+activation checkpointing per block, then ``torch.compile`` per block when the plan asks (regional compilation, as
+torchtitan compiles: one graph per block shape, reused by every block; the checkpoint wraps the compiled block, so
+the backward recomputes the compiled forward; context-parallel attention runs eagerly between graphs), then FSDP2
+``fully_shard`` per block and on the root. Pure data parallelism (every rank a full replica: ``fsdp`` 1, no context
+parallelism) takes DDP instead (composable ``replicate``, as torchtitan does): plain parameters, no gather or
+copy-in around each forward and backward, the gradients all-reduced in buckets while the backward still runs (and
+only after the last micro-batch of gradient accumulation); the forward then runs in the autocast dtype on float32
+weights. Under FSDP2, mixed precision is FSDP2's: parameters gathered in ``param_dtype`` (bf16 for training),
+gradients reduced in ``reduce_dtype`` (float32), the sharded master weights and the optimizer state in float32. The
+model's float32 islands stay float32: the root unit (patch, text and time embeddings, time projection, head: small,
+and the time MLP is read directly by the model rather than called) gathers its parameters in float32; only the
+blocks run in ``param_dtype``, where each block's modulation is added to the float32 time embedding in float32.
 """
 from __future__ import annotations
 
