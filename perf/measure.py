@@ -173,9 +173,12 @@ def machine(device: str) -> dict[str, Any]:
 
 
 def write_result(path: str | Path, result: dict[str, Any]) -> Path:
-    """The benchmark's JSON (parents created); prints where it went."""
+    """The benchmark's JSON (parents created), written whole: to ``NAME.part``, then renamed, so a benchmark killed
+    at its timeout while rewriting a partial result leaves the last complete one. Prints where it went."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    partial = out.with_name(out.name + ".part")
+    partial.write_text(json.dumps(result, indent=2) + "\n")
+    partial.replace(out)
     print(f"wrote {out}")
     return out

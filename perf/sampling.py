@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import statistics
 import tempfile
@@ -70,7 +69,7 @@ from typing import Any
 
 import torch
 
-from perf.measure import machine, proc_status_kb, release_freed_memory
+from perf.measure import machine, proc_status_kb, release_freed_memory, write_result
 from perf.sampling_modes import (
     DTYPES,
     PROMPT_SETS,
@@ -473,18 +472,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads or (1 if args.device == "cpu" else torch.get_num_threads()))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    def save(result: dict[str, Any]) -> None:  # after each mode too: a time-out keeps the modes done
-        partial = out / "sampling.json.part"  # then renamed: a kill during the write leaves the last whole file
-        partial.write_text(json.dumps(result, indent=2) + "\n")
-        partial.replace(out / "sampling.json")
-
-    result = benchmark(args, emit=save)
-    save(result)
+    path = Path(args.out) / "sampling.json"
+    # written after each mode too (whole, by write_result): a time-out keeps the modes done
+    result = benchmark(args, emit=lambda partial: write_result(path, partial))
+    write_result(path, result)
     print_table(result)
-    print(f"wrote {out / 'sampling.json'}")
     return result
 
 

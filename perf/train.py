@@ -12,14 +12,14 @@ the overhead of the Ray/FSDP path.
              [--out perf/results/train.json]
 
 One step, what a trainer does: zero the gradients, flow-matching MSE (``flow_matching_loss``: logit-normal sigma,
-Gaussian noise) of the DiT on random latents and text embeddings, under bf16 autocast on CUDA (float32 weights,
-the model's own float32 islands) and in float32 on CPU; backward; gradient clipping at 1.0; AdamW (fused on
-CUDA). Activation checkpointing per block is applied as the distributed trainer applies it, through
+Gaussian noise) of the DiT on random latents and text embeddings, under bf16 autocast on CUDA (float32 weights, the
+model's own float32 islands) and in float32 on CPU; backward; gradient clipping at 1.0; AdamW (fused on CUDA).
+Activation checkpointing per block is applied as the distributed trainer applies it, through
 ``parallelize_dit(model, None, ParallelPlan(...))``; ``--offload-activations`` keeps the saved block inputs in
-(pinned) CPU memory (``activation_offload``); ``--compile`` compiles each block (``ParallelPlan.compile``,
-inductor; compiled in the warm-up steps, so outside the timing: give ``--warmup`` 2 or more). The model has the
-official initialisation (``WanDiT.from_config``, built on the device). ``--frames/--height/--width`` are pixels; the latents are the Wan-VAE's grid of them, so
-81x480x832 is 21x60x104 latents = 32,760 tokens (``perf.dit`` explains).
+(pinned) CPU memory (``activation_offload``); ``--compile`` compiles each block (``ParallelPlan.compile``, inductor;
+compiled in the warm-up steps, so outside the timing: give ``--warmup`` 2 or more). The model has the official
+initialisation (``WanDiT.from_config``, built on the device). ``--frames/--height/--width`` are pixels; the latents
+are the Wan-VAE's grid of them, so 81x480x832 is 21x60x104 latents = 32,760 tokens (``perf.dit`` explains).
 
 - Time: ``--warmup`` untimed steps, then the median of ``--steps`` timed steps (synchronised on CUDA).
 - tokens/s = batch x video tokens / step time; samples/s = batch / step time.
