@@ -254,7 +254,10 @@ def pack(directory: Path) -> Path:
             tar.add(path, arcname=path.name)
     partial.replace(archive)
     for path in entries:
-        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     return archive
 
 
