@@ -157,9 +157,10 @@ def test_encode_local_known_answers_and_rerun(curated_lake, tiny_models, tmp_pat
 def test_encode_on_ray_with_a_deleted_file_and_too_short_clips(curated_lake, tiny_models, local_ray, tmp_path):
     lake = captioned_lake(curated_lake, tmp_path / "lake")
     videos = [r for r in kept(lake) if r["media_type"] == "video"]
-    gone = videos[0]["clip_id"]
+    longest = max(videos, key=lambda r: r["duration_s"])  # long enough for the stage: only its decode can fail
+    gone = longest["clip_id"]
     missing = tmp_path / "deleted.mp4"
-    shutil.copy(videos[0]["uri"], missing)
+    shutil.copy(longest["uri"], missing)
     lance.dataset(lake.uri("curated")).update({"uri": f"'{missing}'"}, where=f"clip_id = '{gone}'")
     missing.unlink()  # the file is deleted after curation
     curriculum = tmp_path / "curriculum.yaml"
