@@ -127,6 +127,22 @@ def test_unknown_dimension_and_bad_run_name_are_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_run_name_with_scores_of_other_samples_is_refused(tmp_path: Path) -> None:
+    """A second sample set (another model's videos) under a run name that holds scores of the first is refused
+    before anything is scored, since the run's total would average both; a new run name scores it."""
+    _run(_config(tmp_path, videos_dir=str(_folder(tmp_path))))
+    lake = Lake(str(tmp_path / "lake"))
+    before = lake.count("bench_scores")
+    other = write_folder(tmp_path / "other", {"dark-1": gray_video(32), "bright-1": gray_video(224)})
+    with pytest.raises(ValueError, match=r"bench run 'toy' .* already holds scores of 5 samples this job does not"):
+        _run(_config(tmp_path, videos_dir=str(other)))
+    assert lake.count("bench_scores") == before
+    fresh = _run(_config(tmp_path, videos_dir=str(other), run="toy-other"))
+    assert fresh["written"] == 4 and fresh["summary"].means["toy_brightness"] == pytest.approx(128 / 255, abs=0.01)
+    grown = write_folder(tmp_path / "videos", {"dark-2": gray_video(16)})  # more samples of the same set: scored
+    assert _run(_config(tmp_path, videos_dir=str(grown)))["written"] == 2
+
+
 def test_kill9_then_rerun_scores_every_pair_once(tmp_path: Path) -> None:
     from tests.jobs.test_kill_resume import Case, kill_at_random_commit
 
