@@ -126,7 +126,6 @@ def test_unknown_dimension_and_bad_run_name_are_refused(tmp_path: Path) -> None:
         BenchJobConfig(**_config(tmp_path, run="a@b"))
 
 
-@pytest.mark.slow
 def test_a_run_name_with_scores_of_other_samples_is_refused(tmp_path: Path) -> None:
     """A second sample set (another model's videos) under a run name that holds scores of the first is refused
     before anything is scored, since the run's total would average both; a new run name scores it."""
@@ -143,6 +142,7 @@ def test_a_run_name_with_scores_of_other_samples_is_refused(tmp_path: Path) -> N
     assert _run(_config(tmp_path, videos_dir=str(grown)))["written"] == 2
 
 
+@pytest.mark.slow
 def test_kill9_then_rerun_scores_every_pair_once(tmp_path: Path) -> None:
     from tests.jobs.test_kill_resume import Case, kill_at_random_commit
 
