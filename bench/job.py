@@ -151,15 +151,13 @@ def _sample_rows(cfg: BenchJobConfig, lake: Lake) -> list[dict[str, Any]]:
             zip(table.column("sample_id").to_pylist(), table.column("prompt").to_pylist())]
 
 
-def check_run_samples(cfg: BenchJobConfig, lake: Lake, items: list[dict[str, Any]]) -> None:
+def check_run_samples(cfg: BenchJobConfig, lake: Lake, items: list[dict[str, Any]], done: set[str]) -> None:
     """Refuse a run name that already holds scores of samples this job does not score (another model's samples, an
-    older sample set): the run's summary averages every score under its name, so it would mix the two silently."""
-    from bench.summary import scores_of
-
-    scored = scores_of(lake, [cfg.run])
-    if scored.num_rows == 0:
-        return
-    foreign = sorted(set(scored.column("sample_id").to_pylist()) - {i["sample_id"] for i in items})
+    older sample set): the run's summary averages every score under its name, so it would mix the two silently.
+    ``done`` is the ``bench_scores`` keys (``run@sample_id@dimension``; run names hold no '@')."""
+    prefix = f"{cfg.run}@"
+    scored = {key[len(prefix):].rsplit("@", 1)[0] for key in done if key.startswith(prefix)}
+    foreign = sorted(scored - {i["sample_id"] for i in items})
     if foreign:
         raise ValueError(f"bench run {cfg.run!r} in the lake {lake.root} already holds scores of {len(foreign)} "
                          f"samples this job does not score (e.g. {foreign[0]!r}: another model's or an older sample "
@@ -333,8 +331,9 @@ def run_bench(cfg: BenchJobConfig) -> dict[str, Any]:
     lake = Lake(cfg.lake)
     job = LakeJob(lake, STAGE, list(TABLES), commit_every=cfg.commit_every)
     items = all_items(cfg, lake)
-    check_run_samples(cfg, lake, items)
-    todo = pending(cfg, items, job.done("bench_scores"))
+    done = job.done("bench_scores")
+    check_run_samples(cfg, lake, items, done)
+    todo = pending(cfg, items, done)
     log.info("bench %s: %d samples, %d with dimensions to score", cfg.run, len(items), len(todo))
     for batch in _batches(cfg, todo) if todo else ():
         parts = split_tables(batch)
