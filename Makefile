@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# every package at the version constraints.txt pins
+PIN    := $(BIN)/pip install -q -c constraints.txt
 
 .PHONY: setup lock vllm-env demo test test-fast perf perf-gpu clean
 
@@ -15,9 +17,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
-	$(BIN)/pip install -q -c constraints.txt --no-deps 'ultralytics==8.4.*' 'ultralytics-thop==2.*' 'psutil==7.*'
+	$(PIN) torch==2.14.1 torchvision==0.29.1
+	$(PIN) -e '.[test]'
+	$(PIN) --no-deps 'ultralytics==8.4.*' 'ultralytics-thop==2.*' 'psutil==7.*'
 	touch $(STAMP)
 
 # constraints.txt: every package of .venv pinned (the versions the README's figures were measured with)
