@@ -23,9 +23,9 @@ def load_dit_cpu(path: str) -> Any:
 def ok_latents(lake: Lake) -> tuple[Any, Any]:
     """(index, store) of every ``ok`` row of the lake's ``latents``, in all its buckets (the trainer's readers)."""
     from wanmodel.train.dit_data import LatentIndex, LatentStore
+    from wanmodel.train.dit_validation import ok_buckets
 
-    buckets = sorted(set(lake.read("latents", columns=["bucket"], filter="status = 'ok'").column("bucket")
-                         .to_pylist()))
+    buckets = ok_buckets(lake)
     if not buckets:
         raise RuntimeError(f"the lake {lake.root} has no latents")
     index = LatentIndex.from_lake(lake, buckets)
@@ -33,28 +33,13 @@ def ok_latents(lake: Lake) -> tuple[Any, Any]:
 
 
 def validation_loss(model: Any, lake: str, *, sigmas: list[float], seed: int) -> float:
-    """Mean flow-matching loss over every held-out latent at each of ``sigmas``, with fixed noise (``seed``);
-    the posterior means, normalised as the trainer normalises them."""
-    import torch
+    """The trainer's held-out loss (``wanmodel.train.dit_validation``) over every bucket of ``lake``: the same
+    number its ``val_loss`` curve logs for the same weights."""
+    from wanmodel.train.dit_validation import ValidationSet
 
-    from wanmodel.diffusion.flow_matching import flow_matching_loss
-    from wanmodel.train.dit_data import TextStore
-
-    val = Lake(lake)
-    index, store = ok_latents(val)
-    text = TextStore(val, index, model.config.text_dim, model.config.text_len)
-    total, count = 0.0, 0
-    for b, bucket in enumerate(index.buckets):
-        rows = index.by_bucket[bucket]
-        mean = store.read(rows).normalized_sample(None)
-        x0 = mean.repeat(len(sigmas), *([1] * (mean.ndim - 1)))
-        sigma = torch.tensor(sigmas, dtype=torch.float32).repeat_interleave(len(rows))
-        context = text.batch([index.rows[i].text_key for i in rows]).repeat(len(sigmas), 1, 1)
-        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + b))
-        with torch.no_grad():
-            per = flow_matching_loss(model, x0, noise=noise, sigma=sigma, context=context, return_per_sample=True)
-        total, count = total + float(per.sum()), count + per.numel()
-    return total / count
+    val = ValidationSet(Lake(lake), None, text_dim=model.config.text_dim, text_len=model.config.text_len,
+                        sigmas=sigmas, seed=seed)
+    return val.loss(model)
 
 
 def training_histogram(lake: Lake, clip_ids: list[str]) -> np.ndarray:

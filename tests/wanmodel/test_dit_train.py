@@ -264,15 +264,16 @@ from wanmodel.train.dit import train_dit_ray
 
 lake, tmp = Lake(sys.argv[1]), Path(sys.argv[2])
 r = train_dit_ray(make_config(lake, tmp / "two", steps=5, ray=True, num_workers=2, checkpoint_every=5,
-                              export_dir=str(tmp / "export")))
-print("RESULT " + json.dumps({"losses": r.losses, "checkpoint": str(r.checkpoint or ""),
+                              export_dir=str(tmp / "export"), validation={"lake": sys.argv[3], "every": 5}))
+print("RESULT " + json.dumps({"losses": r.losses, "val_losses": r.val_losses, "checkpoint": str(r.checkpoint or ""),
                              "exported": [str(p) for p in r.exported]}))
 """
 
 
 @pytest.mark.slow  # a Ray Train run: ~20 s of start-up
 def test_fsdp_on_two_ray_train_workers_matches_one_process(tmp_path: Path) -> None:
-    """2 CPU workers (gloo), FSDP2 over both, each with half the global batch: the losses of one process.
+    """2 CPU workers (gloo), FSDP2 over both, each with half the global batch: the losses of one process, and
+    the held-out losses (every rank runs the same validation batches through the sharded model).
 
     The Ray run is a job process of its own (its own Ray, RAY_TMPDIR and one torch thread per worker, as a user's
     `ray job` would have): inside the test session it shared the session's 2-CPU Ray with whatever earlier tests
@@ -285,14 +286,15 @@ def test_fsdp_on_two_ray_train_workers_matches_one_process(tmp_path: Path) -> No
     from tests.jobs.test_train_job import job_env, one_thread
     from wanmodel.train.dit import train_dit
 
-    lake = write_lake(tmp_path / "lake")
+    lake, held = write_lake(tmp_path / "lake"), write_lake(tmp_path / "held", per_bucket=2)
     with one_thread():
-        one = train_dit(make_config(lake, tmp_path / "one", steps=5, checkpoint_dir=None))
+        one = train_dit(make_config(lake, tmp_path / "one", steps=5, checkpoint_dir=None,
+                                    validation={"lake": held.root, "every": 5}))
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's unix sockets need a short path
     env = {**job_env(), "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     env.pop("RAY_ADDRESS", None)
     try:
-        proc = subprocess.run([sys.executable, "-c", _TWO_WORKERS, lake.root, str(tmp_path)], env=env,
+        proc = subprocess.run([sys.executable, "-c", _TWO_WORKERS, lake.root, str(tmp_path), held.root], env=env,
                               capture_output=True, text=True, timeout=600, cwd=env["PYTHONPATH"], check=False)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -303,6 +305,8 @@ def test_fsdp_on_two_ray_train_workers_matches_one_process(tmp_path: Path) -> No
     assert sorted(losses) == [1, 2, 3, 4, 5]
     assert [losses[s] for s in range(1, 6)] == pytest.approx([one.losses[s] for s in range(1, 6)], abs=1e-4)
     assert one.losses[5] < one.losses[1]
+    val = {int(k): v for k, v in two["val_losses"].items()}
+    assert sorted(val) == [0, 5] and [val[0], val[5]] == pytest.approx([one.val_losses[0], one.val_losses[5]], abs=1e-4)
     assert two["checkpoint"] and Path(two["checkpoint"]).name == "step_000005"
     assert json.loads((Path(two["checkpoint"]) / "meta.json").read_text())["world_size"] == 2
     assert [Path(p).name for p in two["exported"]] == ["ours"]  # the driver exported the sharded checkpoint

@@ -6,7 +6,8 @@
 
 The loop (``train_loop``) is the same for both: the data position is the step (``dit_data``), checkpoints are
 sharded DCP folders written every ``checkpoint_every`` steps and the newest complete one is resumed from
-(``checkpointing``), metrics go to JSON lines and TensorBoard (``metrics``). bf16 autocast on GPU with float32
+(``checkpointing``), metrics go to JSON lines and TensorBoard (``metrics``), with the held-out loss of a
+``validation`` lake as ``val_loss`` (``dit_validation``). bf16 autocast on GPU with float32
 master weights (FSDP2 gathers the blocks in bf16, the model keeps its float32 islands), float32 on CPU.
 A step whose loss or gradient norm is not finite changes nothing and is counted in ``skipped``.
 """
@@ -38,9 +39,11 @@ from wanmodel.train.dit_data import (
     LatentIndex,
     StepInputs,
     TrainData,
+    StageData,
     check_text_keys,
     stage_buckets,
 )
+from wanmodel.train.dit_validation import ValidationSet
 from wanmodel.train.metrics import (
     MetricsWriter,
     dit_train_flops,
@@ -56,6 +59,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class DiTTrainResult:
     losses: dict[int, float] = field(default_factory=dict)  # step -> global-batch loss (NaN if skipped)
+    val_losses: dict[int, float] = field(default_factory=dict)  # step -> held-out loss (config ``validation``)
     skipped: int = 0
     start_step: int = 0
     checkpoint: str | None = None
@@ -171,6 +175,31 @@ def train_step(cfg: DiTTrainConfig, model: WanDiT, opt: torch.optim.Optimizer, i
     return global_loss, norm, ok
 
 
+# -------------------------------------------------------------------------------------------- validation
+def validation_set(cfg: DiTTrainConfig, config: DiTConfig, stage: StageData) -> ValidationSet | None:
+    """The held-out latents of the run's buckets (config ``validation``), checked like the training ones."""
+    v = cfg.validation
+    if v is None:
+        return None
+    val = ValidationSet(Lake(v.lake, v.storage_options), stage.buckets, text_dim=config.text_dim,
+                        text_len=config.text_len, sigmas=v.sigmas, seed=v.seed, batch_size=v.batch_size,
+                        normalize=cfg.normalize_latents)
+    val.check(config.in_dim, config.patch_size, stage.shapes)
+    return val
+
+
+def _validate(cfg: DiTTrainConfig, val: ValidationSet | None, model: WanDiT, rt: Runtime, step: int,
+              writer: MetricsWriter, result: DiTTrainResult) -> None:
+    """Log the held-out loss at step 0 of a fresh run, every ``validation.every`` steps and at the last step."""
+    every = cfg.validation.every if cfg.validation else 0
+    if val is None or not (step == 0 or step % every == 0 or step == cfg.steps):
+        return
+    autocast = torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=_bf16(cfg, rt.device))
+    value = _global_mean(torch.tensor(val.loss(model, device=rt.device, autocast=autocast), device=rt.device), rt)
+    result.val_losses[step] = value
+    writer.log(step, {"val_loss": value})
+
+
 # -------------------------------------------------------------------------------------------------- the loop
 def train_loop(cfg: DiTTrainConfig, index: LatentIndex, device: torch.device,
                on_log: Any = None) -> DiTTrainResult:
@@ -192,6 +221,9 @@ def train_loop(cfg: DiTTrainConfig, index: LatentIndex, device: torch.device,
     timesteps = LogitNormal(cfg.timesteps.mean, cfg.timesteps.std, cfg.timesteps.shift)
     writer = MetricsWriter(cfg.metrics_dir, total=cfg.steps, start=step, enabled=rt.rank == 0)
     meter = _Meter(cfg, model.config, rt, index)
+    val = validation_set(cfg, model.config, stage)
+    if step == 0:
+        _validate(cfg, val, model, rt, step, writer, result)
     while step < cfg.steps:
         inputs = data.inputs(step, timesteps)
         started = time.perf_counter()
@@ -214,6 +246,7 @@ def train_loop(cfg: DiTTrainConfig, index: LatentIndex, device: torch.device,
             writer.log(step, values)
             if on_log is not None:
                 on_log(step, values)
+        _validate(cfg, val, model, rt, step, writer, result)
         if cfg.checkpoint_dir and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             saved = ckpt.save_checkpoint(cfg.checkpoint_dir, step, model, opt, ema, {
                 "skipped": result.skipped, "scheduler": sched.state_dict(), "config_hash": cfg.hash,
@@ -290,6 +323,7 @@ def prepare(cfg: DiTTrainConfig) -> LatentIndex:
     index.check(in_dim=config.in_dim, patch=config.patch_size, global_batch=cfg.global_batch_size,
                 expected=stage.shapes)
     check_text_keys(lake, index)
+    validation_set(cfg, config, stage)  # the held-out latents: there, of the run's shapes, captions embedded
     if cfg.global_batch_size % dims.data_parallel:
         raise ValueError(f"global_batch_size {cfg.global_batch_size} is not divisible by the "
                          f"{dims.data_parallel} data shards of {dims.describe()}")
@@ -325,7 +359,8 @@ def train_dit_ray(cfg: DiTTrainConfig) -> DiTTrainResult:
     from wanmodel.train.dit_ray import run_trainer
 
     index = prepare(cfg)
-    losses = run_trainer(cfg, len(index.rows))
-    result = DiTTrainResult(losses=losses, checkpoint=str(ckpt.latest_checkpoint(cfg.checkpoint_dir) or "") or None)
+    losses, val_losses = run_trainer(cfg, len(index.rows))
+    result = DiTTrainResult(losses=losses, val_losses=val_losses,
+                            checkpoint=str(ckpt.latest_checkpoint(cfg.checkpoint_dir) or "") or None)
     result.exported = _export(cfg)
     return result

@@ -58,6 +58,25 @@ class ParallelSection(Strict):
     compile: bool = False  # torch.compile each block (regional; compiled at the first step, per bucket shape)
 
 
+class ValidationSection(Strict):
+    """The held-out flow-matching loss (``wanmodel.train.dit_validation``), logged as ``val_loss`` at step 0 of a
+    fresh run, every ``every`` steps and at the last step: the encode job's latents of held-out clips in a lake of
+    their own, at fixed ``sigmas`` with fixed noise (``seed``)."""
+
+    lake: str
+    storage_options: dict[str, str] | None = None
+    every: int = Field(500, gt=0)
+    sigmas: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8], min_length=1)
+    seed: int = 1234
+    batch_size: int = Field(16, gt=0)  # held-out latents per forward (times the number of sigmas)
+
+    @model_validator(mode="after")
+    def _check(self) -> ValidationSection:
+        if not all(0.0 < s < 1.0 for s in self.sigmas):
+            raise ValueError(f"validation sigmas must lie in (0, 1); got {self.sigmas}")
+        return self
+
+
 class DiTTrainConfig(Strict):
     lake: str  # reads `latents` (status ok) and `text_embeddings`
     storage_options: dict[str, str] | None = None
@@ -83,6 +102,7 @@ class DiTTrainConfig(Strict):
     optim: OptimSection = Field(default_factory=OptimSection)
     timesteps: TimestepSection = Field(default_factory=TimestepSection)
     parallel: ParallelSection = Field(default_factory=ParallelSection)
+    validation: ValidationSection | None = None  # held-out loss during training (metrics: val_loss)
     checkpoint_dir: str | None = None  # shared storage under Ray: every worker writes its shards there
     checkpoint_every: int = Field(100, gt=0)
     keep_checkpoints: int = Field(2, ge=1)

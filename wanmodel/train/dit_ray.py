@@ -8,8 +8,6 @@ its data shard's tensors of each step (see ``dit_data``), which is what makes re
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,12 +28,14 @@ def _worker(loop_config: dict[str, Any]) -> None:
     train_loop(cfg, index, worker_device(cfg.use_gpu), report)
 
 
-def run_trainer(cfg: DiTTrainConfig, rows: int) -> dict[int, float]:
-    """Fit on ``cfg.num_workers`` workers; returns the logged losses (step -> loss) from ``metrics.jsonl``."""
+def run_trainer(cfg: DiTTrainConfig, rows: int) -> tuple[dict[int, float], dict[int, float]]:
+    """Fit on ``cfg.num_workers`` workers; returns the logged training and held-out losses (step -> loss) from
+    ``metrics.jsonl``."""
     import ray.data
 
     from curation.lake.tables import Lake
     from wanmodel.train.dit_data import INDEX_COLUMNS, index_filter, stage_buckets
+    from wanmodel.train.metrics import logged_losses
     from wanmodel.train.ray_loop import fit, storage_path
 
     buckets = stage_buckets(cfg, 16).buckets
@@ -48,14 +48,4 @@ def run_trainer(cfg: DiTTrainConfig, rows: int) -> dict[int, float]:
         name=f"wan_dit_{cfg.stage or 'train'}", num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
         cpus_per_worker=cfg.cpus_per_worker, storage=storage_path(cfg.checkpoint_dir, cfg.metrics_dir),
         ray_address=cfg.ray_address)
-    return _logged_losses(cfg)
-
-
-def _logged_losses(cfg: DiTTrainConfig) -> dict[int, float]:
-    if cfg.metrics_dir is None:
-        return {}
-    path = Path(cfg.metrics_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return {}
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {r["step"]: r["loss"] for r in records}
+    return logged_losses(cfg.metrics_dir)

@@ -20,7 +20,7 @@ import torch
 
 from wanmodel.models.flops import dit_forward_flops
 
-__all__ = ["MetricsWriter", "dit_forward_flops", "dit_train_flops", "peak_flops_per_device", "peak_memory_bytes"]
+__all__ = ["MetricsWriter", "dit_forward_flops", "logged_losses", "dit_train_flops", "peak_flops_per_device", "peak_memory_bytes"]
 
 H100_BF16_DENSE = 790e12  # measured bf16 dense matmul ceiling on the lent H100 (notes/ENVIRONMENT.md)
 def dit_train_flops(config: Any, latent_shape: tuple[int, int, int, int]) -> int:
@@ -94,6 +94,17 @@ class MetricsWriter:
         for item in (self.jsonl, self.tb, self.bar):
             if item is not None:
                 item.close()
+
+
+def logged_losses(directory: str | None) -> tuple[dict[int, float], dict[int, float]]:
+    """(step -> training loss, step -> held-out loss) from a run's ``metrics.jsonl``, over all its processes (a
+    step logged again after a resume holds the same value, bit for bit)."""
+    path = Path(directory) / "metrics.jsonl" if directory else None
+    if path is None or not path.is_file():
+        return {}, {}
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return ({r["step"]: r["loss"] for r in records if "loss" in r},
+            {r["step"]: r["val_loss"] for r in records if "val_loss" in r})
 
 
 def _tensorboard(directory: Path) -> Any:
