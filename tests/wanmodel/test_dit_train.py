@@ -156,14 +156,18 @@ def test_compiled_blocks_train_like_eager_and_resume_its_checkpoints(tmp_path: P
 
     from wanmodel.train.dit import train_dit
 
-    lake = write_lake(tmp_path / "lake")
-    eager = train_dit(make_config(lake, tmp_path / "eager", steps=8, checkpoint_every=4))
+    lake, held = write_lake(tmp_path / "lake"), write_lake(tmp_path / "held", per_bucket=2)
+    validation = {"lake": held.root, "every": 2}  # run eagerly in a compiled run (compiler stance force_eager)
+    eager = train_dit(make_config(lake, tmp_path / "eager", steps=8, checkpoint_every=4, validation=validation))
     graphs = counters["stats"]["unique_graphs"]
-    compiled = train_dit(make_config(lake, tmp_path / "compiled", steps=4, checkpoint_every=4,
+    compiled = train_dit(make_config(lake, tmp_path / "compiled", steps=4, checkpoint_every=4, validation=validation,
                                      parallel={"compile": True, "activation_checkpointing": True}))
     assert counters["stats"]["unique_graphs"] > graphs  # the blocks did run compiled
     for step in range(1, 5):
         assert compiled.losses[step] == pytest.approx(eager.losses[step], rel=1e-4, abs=1e-6), step
+    assert sorted(compiled.val_losses) == [0, 2, 4]
+    for step in (0, 2, 4):
+        assert compiled.val_losses[step] == pytest.approx(eager.val_losses[step], rel=1e-4), step
     train_dit(make_config(lake, tmp_path / "switch", steps=4, checkpoint_every=4))  # eager up to step 4
     resumed = train_dit(make_config(lake, tmp_path / "switch", steps=8, checkpoint_every=4,
                                     parallel={"compile": True, "activation_checkpointing": True}))

@@ -60,8 +60,10 @@ def test_resumed_run_logs_the_uninterrupted_runs_held_out_losses(tmp_path: Path)
     full = train_dit(make_config(lake, tmp_path / "a", steps=8, checkpoint_every=4, validation=val))
     first = train_dit(make_config(lake, tmp_path / "b", steps=4, checkpoint_every=4, validation=val))
     resumed = train_dit(make_config(lake, tmp_path / "b", steps=8, checkpoint_every=4, validation=val))
-    assert sorted(full.val_losses) == [0, 4, 8] and sorted(resumed.val_losses) == [8]  # no step 0 on resume
-    assert {**first.val_losses, **resumed.val_losses} == full.val_losses  # bit for bit
+    assert sorted(full.val_losses) == [0, 4, 8]
+    assert sorted(resumed.val_losses) == [4, 8]  # the step it resumed at again (a kill may have come before it)
+    assert {**first.val_losses, **resumed.val_losses} == full.val_losses  # bit for bit, step 4 in both processes
+    assert resumed.val_losses[4] == first.val_losses[4]
 
 
 @pytest.mark.parametrize("case,message", [
@@ -71,7 +73,7 @@ def test_resumed_run_logs_the_uninterrupted_runs_held_out_losses(tmp_path: Path)
     ("missing_text", "has no embedding: text_key 'key_1'"),
     ("wrong_shape", "latent 'odd@img_4x4@planted' of bucket 'img_4x4' has shape [16, 1, 6, 6], expected "
                     "[16, 1, 4, 4]"),
-    ("bad_sigma", "validation sigmas must lie in (0, 1); got [0.0, 0.5]"),
+    ("bad_sigma", "validation sigmas must be a non-empty list of values in (0, 1); got [0.0, 0.5]"),
 ])
 def test_bad_validation_lake_fails_before_any_step(tmp_path: Path, case: str, message: str) -> None:
     import re
@@ -95,3 +97,20 @@ def test_bad_validation_lake_fails_before_any_step(tmp_path: Path, case: str, me
     with pytest.raises((ConfigError, ValueError), match=re.escape(message)):
         train_dit(make_config(lake, tmp_path, validation=_validation(held_root, **over)))
     assert not (tmp_path / "metrics" / "metrics.jsonl").exists()  # failed before the first step
+
+
+def test_held_out_loss_does_not_depend_on_the_batch_size(tmp_path: Path) -> None:
+    """``batch_size`` is a memory setting: each row's noise comes from (seed, latent_id), not from its batch."""
+    from wanmodel.models.dit import WanDiT
+    from wanmodel.train.dit_validation import ValidationSet
+
+    held = write_lake(tmp_path / "held", per_bucket=3)
+    torch.manual_seed(0)
+    model = WanDiT("tiny").eval()
+    torch.nn.init.normal_(model.head.head.weight, std=0.02)  # not the zero-initialised head: the forward counts
+    losses = [ValidationSet(held, None, text_dim=model.config.text_dim, text_len=model.config.text_len,
+                            sigmas=[0.3, 0.7], seed=5, batch_size=b).loss(model) for b in (1, 3, 16)]
+    assert losses == pytest.approx([losses[0]] * 3, rel=1e-6)
+    other_seed = ValidationSet(held, None, text_dim=model.config.text_dim, text_len=model.config.text_len,
+                               sigmas=[0.3, 0.7], seed=6).loss(model)
+    assert abs(other_seed - losses[0]) > 1e-4  # the seed does pick the noise

@@ -13,6 +13,7 @@ A step whose loss or gradient norm is not finite changes nothing and is counted 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -36,10 +37,11 @@ from wanmodel.parallel.parallelize import (
 from wanmodel.train import checkpointing as ckpt
 from wanmodel.train.dit_config import DiTTrainConfig
 from wanmodel.train.dit_data import (
+    DataError,
     LatentIndex,
+    StageData,
     StepInputs,
     TrainData,
-    StageData,
     check_text_keys,
     stage_buckets,
 )
@@ -92,6 +94,10 @@ def _runtime(cfg: DiTTrainConfig, device: torch.device) -> Runtime:
 
 def _bf16(cfg: DiTTrainConfig, device: torch.device) -> bool:
     return cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and device.type == "cuda")
+
+
+def _autocast(cfg: DiTTrainConfig, rt: Runtime) -> torch.autocast:
+    return torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=_bf16(cfg, rt.device))
 
 
 def build_model(cfg: DiTTrainConfig, rt: Runtime) -> WanDiT:
@@ -155,7 +161,7 @@ def micro_batches(inputs: StepInputs, count: int) -> list[StepInputs]:
 def train_step(cfg: DiTTrainConfig, model: WanDiT, opt: torch.optim.Optimizer, inputs: StepInputs,
                rt: Runtime) -> tuple[float, float, bool]:
     """Forward and backward per micro-batch, clip, step; returns (loss, grad norm, whether the step was applied)."""
-    autocast = torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=_bf16(cfg, rt.device))
+    autocast = _autocast(cfg, rt)
     parts = micro_batches(inputs, cfg.grad_accum_steps)
     loss = torch.zeros((), device=rt.device)
     for i, part in enumerate(parts):
@@ -188,14 +194,31 @@ def validation_set(cfg: DiTTrainConfig, config: DiTConfig, stage: StageData) -> 
     return val
 
 
+def _same_validation_rows(cfg: DiTTrainConfig, val: ValidationSet | None, rt: Runtime) -> None:
+    """Every rank read the same held-out rows (each reads the lake itself): else their forwards would not pair up."""
+    if val is None or rt.world == 1:
+        return
+    counts = torch.tensor([val.rows, -val.rows], device=rt.device)
+    dist.all_reduce(counts, op=dist.ReduceOp.MAX)
+    if int(counts[0]) != -int(counts[1]):
+        raise DataError(f"the ranks read {-int(counts[1])} to {int(counts[0])} held-out latents from "
+                        f"{cfg.validation.lake}: the validation lake changed under the run")  # type: ignore[union-attr]
+
+
 def _validate(cfg: DiTTrainConfig, val: ValidationSet | None, model: WanDiT, rt: Runtime, step: int,
               writer: MetricsWriter, result: DiTTrainResult) -> None:
-    """Log the held-out loss at step 0 of a fresh run, every ``validation.every`` steps and at the last step."""
+    """Log the held-out loss at step 0, every ``validation.every`` steps and at the last step (eager, also when the
+    blocks are compiled: the training graphs stay those of a run without validation)."""
     every = cfg.validation.every if cfg.validation else 0
     if val is None or not (step == 0 or step % every == 0 or step == cfg.steps):
         return
-    autocast = torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=_bf16(cfg, rt.device))
-    value = _global_mean(torch.tensor(val.loss(model, device=rt.device, autocast=autocast), device=rt.device), rt)
+    stance = torch.compiler.set_stance("force_eager") if cfg.parallel.compile else contextlib.nullcontext()
+    with stance:
+        value = val.loss(model, device=rt.device, autocast=_autocast(cfg, rt))
+    if rt.world > 1:
+        total = torch.tensor([value], dtype=torch.float64, device=rt.device)
+        dist.all_reduce(total)
+        value = float(total) / rt.world
     result.val_losses[step] = value
     writer.log(step, {"val_loss": value})
 
@@ -222,8 +245,8 @@ def train_loop(cfg: DiTTrainConfig, index: LatentIndex, device: torch.device,
     writer = MetricsWriter(cfg.metrics_dir, total=cfg.steps, start=step, enabled=rt.rank == 0)
     meter = _Meter(cfg, model.config, rt, index)
     val = validation_set(cfg, model.config, stage)
-    if step == 0:
-        _validate(cfg, val, model, rt, step, writer, result)
+    _same_validation_rows(cfg, val, rt)
+    _validate(cfg, val, model, rt, step, writer, result)  # step 0, or a resumed validation step again (same value)
     while step < cfg.steps:
         inputs = data.inputs(step, timesteps)
         started = time.perf_counter()
@@ -246,12 +269,12 @@ def train_loop(cfg: DiTTrainConfig, index: LatentIndex, device: torch.device,
             writer.log(step, values)
             if on_log is not None:
                 on_log(step, values)
-        _validate(cfg, val, model, rt, step, writer, result)
         if cfg.checkpoint_dir and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             saved = ckpt.save_checkpoint(cfg.checkpoint_dir, step, model, opt, ema, {
                 "skipped": result.skipped, "scheduler": sched.state_dict(), "config_hash": cfg.hash,
                 "epoch": inputs.batch.epoch, "model": cfg.model}, keep=cfg.keep_checkpoints)
             result.checkpoint = str(saved)
+        _validate(cfg, val, model, rt, step, writer, result)  # after the checkpoint: a failure here loses no steps
     writer.close()
     return result
 

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from curation.jobconfig import ConfigError, Strict, config_hash, load_yaml_config
 
-__all__ = ["DiTTrainConfig", "load_dit_train_config"]
+__all__ = ["DiTTrainConfig", "check_sigmas", "load_dit_train_config"]
 
 Layout = Literal["ours", "official", "diffusers"]
 
@@ -58,22 +58,28 @@ class ParallelSection(Strict):
     compile: bool = False  # torch.compile each block (regional; compiled at the first step, per bucket shape)
 
 
+def check_sigmas(sigmas: Any) -> None:
+    """Validation sigmas: a non-empty list of noise levels strictly between 0 and 1."""
+    if not sigmas or not all(0.0 < float(s) < 1.0 for s in sigmas):
+        raise ValueError(f"validation sigmas must be a non-empty list of values in (0, 1); got {list(sigmas)}")
+
+
 class ValidationSection(Strict):
     """The held-out flow-matching loss (``wanmodel.train.dit_validation``), logged as ``val_loss`` at step 0 of a
     fresh run, every ``every`` steps and at the last step: the encode job's latents of held-out clips in a lake of
-    their own, at fixed ``sigmas`` with fixed noise (``seed``)."""
+    their own, at fixed ``sigmas`` with fixed noise (``seed``). Every rank runs the whole set; the loss is the raw
+    weights' (not the EMA's)."""
 
     lake: str
     storage_options: dict[str, str] | None = None
     every: int = Field(500, gt=0)
     sigmas: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8], min_length=1)
     seed: int = 1234
-    batch_size: int = Field(16, gt=0)  # held-out latents per forward (times the number of sigmas)
+    batch_size: int = Field(16, gt=0)  # samples per forward (a held-out latent at one sigma); memory only
 
     @model_validator(mode="after")
     def _check(self) -> ValidationSection:
-        if not all(0.0 < s < 1.0 for s in self.sigmas):
-            raise ValueError(f"validation sigmas must lie in (0, 1); got {self.sigmas}")
+        check_sigmas(self.sigmas)
         return self
 
 

@@ -5,25 +5,29 @@
     val.loss(model)   # mean loss over every held-out latent at every sigma
 
 The same weights always give the same number, so a curve of it moves with the weights alone: the clean latent is
-each row's posterior mean, normalised as the trainer normalises it; the sigmas are fixed; the noise comes from a
-generator of its own per bucket (seeded by ``seed`` + the bucket's position among the buckets that hold rows) and
-is drawn chunk after chunk in row order. Nothing here touches the global random state, so a run with validation
-takes the same steps as one without it (and resumes as exactly).
+each row's posterior mean, normalised as the trainer normalises it; the sigmas are fixed; each row's noise (one
+draw per sigma) comes from a generator of its own, seeded by ``seed`` and the row's ``latent_id``. So the number
+does not depend on ``batch_size`` (samples per forward, a memory setting), on the order of the buckets, or on which
+other rows the lake holds; and nothing here touches the global random state, so a run with validation takes the
+same steps as one without it (and resumes as exactly).
 
 The held-out latents sit in a lake of their own (the encode job's ``latents`` and ``text_embeddings`` of the
-held-out clips), read once. Under Ray Train every rank runs the same batches (FSDP gathers the weights, context
-parallelism shards each batch's tokens), so ranks agree.
+held-out clips), read once. Under Ray Train every rank runs the whole set, in the same batches (FSDP gathers the
+weights, context parallelism shards each batch's tokens): keep it small, it costs ``rows x sigmas`` samples of
+forward passes per validation on every rank.
 """
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
 from curation.lake.tables import Lake
 from wanmodel.diffusion.flow_matching import flow_matching_loss
+from wanmodel.train.dit_config import check_sigmas
 from wanmodel.train.dit_data import DataError, LatentIndex, LatentStore, TextStore
 
 __all__ = ["ValidationSet", "ok_buckets"]
@@ -39,12 +43,11 @@ def ok_buckets(lake: Lake) -> list[str]:
 
 class ValidationSet:
     """The held-out latents of ``buckets`` (None: every bucket with rows), their captions' embeddings, and the
-    fixed sigmas and noise seed of the loss."""
+    fixed sigmas and noise seed of the loss; ``batch_size`` counts samples (a row at one sigma) per forward."""
 
     def __init__(self, lake: Lake, buckets: Sequence[str] | None, *, text_dim: int, text_len: int,
                  sigmas: Sequence[float], seed: int, batch_size: int = 16, normalize: bool = True) -> None:
-        if not sigmas or not all(0.0 < s < 1.0 for s in sigmas):
-            raise DataError(f"validation sigmas must be a non-empty list of values in (0, 1); got {list(sigmas)}")
+        check_sigmas(sigmas)
         present = ok_buckets(lake)
         wanted = present if buckets is None else [b for b in buckets if b in present]
         if not wanted:
@@ -54,7 +57,7 @@ class ValidationSet:
         self.store = LatentStore(lake, self.index)
         self.text = TextStore(lake, self.index, text_dim, text_len)
         self.sigmas, self.seed = [float(s) for s in sigmas], seed
-        self.batch_size, self.normalize = batch_size, normalize
+        self.batch_size, self.normalize = max(1, batch_size), normalize
 
     @property
     def rows(self) -> int:
@@ -66,26 +69,38 @@ class ValidationSet:
 
     def loss(self, model: Any, *, device: torch.device | None = None,
              autocast: contextlib.AbstractContextManager[Any] | None = None) -> float:
-        """Mean flow-matching loss over every held-out latent x every sigma (no gradients)."""
+        """Mean flow-matching loss over every held-out latent x every sigma (no gradients), summed in float64."""
         device = device or next(model.parameters()).device
         total, count = 0.0, 0
-        for b, bucket in enumerate(self.index.buckets):
-            rows = self.index.by_bucket[bucket]
-            generator = torch.Generator().manual_seed(self.seed + b)
-            for start in range(0, len(rows), self.batch_size):
-                per = self._chunk_losses(model, rows[start:start + self.batch_size], generator, device, autocast)
-                total, count = total + float(per.float().sum()), count + per.numel()
+        for batch in self._batches():
+            x0, noise, sigma, context = self._inputs(batch)
+            with torch.no_grad(), autocast or contextlib.nullcontext():
+                per = flow_matching_loss(model, x0.to(device), noise=noise.to(device), sigma=sigma.to(device),
+                                         context=context.to(device), return_per_sample=True)
+            total, count = total + float(per.double().sum()), count + per.numel()
         return total / count
 
-    def _chunk_losses(self, model: Any, rows: list[int], generator: torch.Generator, device: torch.device,
-                      autocast: contextlib.AbstractContextManager[Any] | None) -> torch.Tensor:
+    def _batches(self) -> Iterator[list[tuple[int, int]]]:
+        """(row, sigma position) pairs, row after row, in batches of ``batch_size`` within each bucket."""
+        for bucket in self.index.buckets:
+            pairs = [(i, k) for i in self.index.by_bucket[bucket] for k in range(len(self.sigmas))]
+            for start in range(0, len(pairs), self.batch_size):
+                yield pairs[start:start + self.batch_size]
+
+    def _inputs(self, batch: list[tuple[int, int]]) -> tuple[torch.Tensor, ...]:
+        rows = list(dict.fromkeys(i for i, _ in batch))
         posterior = self.store.read(rows)
         clean = posterior.normalized_sample(None) if self.normalize else posterior.sample(None)
-        n = len(self.sigmas)
-        x0 = clean.repeat(n, *([1] * (clean.ndim - 1)))  # sigma-major: every row at sigma 0, then at sigma 1, ...
-        sigma = torch.tensor(self.sigmas, dtype=torch.float32).repeat_interleave(len(rows))
-        context = self.text.batch([self.index.rows[i].text_key for i in rows]).repeat(n, 1, 1)  # type: ignore[misc]
-        noise = torch.randn(x0.shape, generator=generator)
-        with torch.no_grad(), autocast or contextlib.nullcontext():
-            return flow_matching_loss(model, x0.to(device), noise=noise.to(device), sigma=sigma.to(device),
-                                      context=context.to(device), return_per_sample=True)
+        noise = {i: self._row_noise(i, tuple(clean.shape[1:])) for i in rows}
+        at = {i: p for p, i in enumerate(rows)}
+        x0 = torch.stack([clean[at[i]] for i, _ in batch])
+        eps = torch.stack([noise[i][k] for i, k in batch])
+        sigma = torch.tensor([self.sigmas[k] for _, k in batch], dtype=torch.float32)
+        context = self.text.batch([self.index.rows[i].text_key for i, _ in batch])  # type: ignore[misc]
+        return x0, eps, sigma, context
+
+    def _row_noise(self, row: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """[len(sigmas), *shape]: the row's noise at each sigma, from (seed, latent_id) alone."""
+        digest = hashlib.sha256(f"{self.seed}:{self.index.rows[row].latent_id}".encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+        return torch.randn((len(self.sigmas), *shape), generator=generator)

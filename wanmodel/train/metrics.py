@@ -20,7 +20,8 @@ import torch
 
 from wanmodel.models.flops import dit_forward_flops
 
-__all__ = ["MetricsWriter", "dit_forward_flops", "logged_losses", "dit_train_flops", "peak_flops_per_device", "peak_memory_bytes"]
+__all__ = ["MetricsWriter", "dit_forward_flops", "dit_train_flops", "logged_losses", "peak_flops_per_device",
+           "peak_memory_bytes"]
 
 H100_BF16_DENSE = 790e12  # measured bf16 dense matmul ceiling on the lent H100 (notes/ENVIRONMENT.md)
 def dit_train_flops(config: Any, latent_shape: tuple[int, int, int, int]) -> int:
