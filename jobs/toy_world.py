@@ -105,19 +105,22 @@ class ToyFigures:
 
     @property
     def val_lowest(self) -> tuple[int, float]:
-        """(step, held-out loss as a fraction of step 0's) where the training curve is lowest."""
+        """(step, held-out loss as a fraction of step 0's) where the training curve is lowest (it needs step 0)."""
         step = min(self.val_curve, key=lambda s: self.val_curve[s])
-        return step, self.val_curve[step] / self.val_curve[min(self.val_curve)]
+        return step, self.val_curve[step] / self.val_curve[0]
 
     def text(self) -> str:
         loss = (f"[toy] validation flow-matching loss (held-out clips, fixed noise and sigmas): "
                 f"{self.val_loss_start:.4f} untrained -> {self.val_loss_end:.4f} trained "
                 f"({100 * self.val_ratio:.0f} % of the start)")
-        if self.val_curve:
-            first = self.val_curve[min(self.val_curve)]
+        if self.val_curve and 0 not in self.val_curve:
+            loss += ("\n[toy] held-out loss during training: not logged from step 0 in this output folder (its DiT was "
+                     "trained before the trainer validated); remove its toy/dit folder to train the DiT again")
+        elif self.val_curve:
+            first = self.val_curve[0]
             step, lowest = self.val_lowest
             points = ", ".join(f"{s}: {100 * v / first:.0f}" for s, v in sorted(self.val_curve.items()))
-            loss += (f"\n[toy] held-out loss during training (the trainer's val_loss, % of the first, by step): "
+            loss += (f"\n[toy] held-out loss during training (the trainer's val_loss, % of step 0's, by step): "
                      f"{points}; lowest {100 * lowest:.0f} % at step {step} (target <= 60 %: "
                      f"{'met' if lowest <= 0.6 else 'MISSED'}), the exported weights {100 * self.val_ratio:.0f} %")
         hist = (f"[toy] colour-histogram distance of samples to the training clips (total variation over 6 hue "

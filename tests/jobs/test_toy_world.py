@@ -109,6 +109,23 @@ def test_toy_world_runs_its_steps_on_its_own_thread_count_and_gives_the_old_one_
         tw.load_toy_config(tw.CONFIGS / "toy_world.yaml", {"torch_threads": 0})
 
 
+def test_figures_print_the_held_out_curve_its_lowest_point_and_the_exported_weights() -> None:
+    """The curve in % of step 0's, the lowest point judged against the 60 % target, the exported weights' figure
+    beside it; a curve without step 0 (a DiT trained before the trainer validated) is named as such, not judged."""
+    from jobs.toy_world import ToyFigures
+
+    def figures(curve: dict[int, float]) -> str:
+        return ToyFigures(2.0, 1.5, 0.3, 0.2, 0.2, 0.5, 0.2, ["red"], 1.0, 0.8, 0.2, 0.6, val_curve=curve).text()
+
+    text = figures({0: 2.0, 250: 0.8, 500: 1.0})
+    assert "by step): 0: 100, 250: 40, 500: 50; lowest 40 % at step 250 (target <= 60 %: met), the exported " \
+           "weights 75 %" in text
+    assert "lowest 70 % at step 500 (target <= 60 %: MISSED)" in figures({0: 2.0, 250: 1.6, 500: 1.4})
+    old = figures({3000: 1.5})
+    assert "not logged from step 0 in this output folder" in old and "lowest" not in old
+    assert "during training" not in figures({})
+
+
 @pytest.mark.slow  # the whole demo, as `make demo` runs it: about 6 minutes on 2 cores
 def test_demo_toy_world_learns(tmp_path: Path) -> None:
     """`wan demo` in its own process (a user's command, its own embedded Ray): the held-out flow-matching loss the
