@@ -35,10 +35,11 @@ def ok_latents(lake: Lake) -> tuple[Any, Any]:
 def validation_loss(model: Any, lake: str, *, sigmas: list[float], seed: int) -> float:
     """The trainer's held-out loss (``wanmodel.train.dit_validation``) over every bucket of ``lake``: the same
     number its ``val_loss`` curve logs for the same weights."""
-    from wanmodel.train.dit_validation import ValidationSet
+    from wanmodel.train.dit_validation import ValidationSet, held_out_index
 
-    val = ValidationSet(Lake(lake), None, text_dim=model.config.text_dim, text_len=model.config.text_len,
-                        sigmas=sigmas, seed=seed)
+    held = Lake(lake)
+    val = ValidationSet(held, held_out_index(held, None), text_dim=model.config.text_dim,
+                        text_len=model.config.text_len, sigmas=sigmas, seed=seed)
     return val.loss(model)
 
 

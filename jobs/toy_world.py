@@ -313,6 +313,7 @@ def train_dit_step(cfg: ToyWorldConfig, paths: ToyPaths, vae: str) -> tuple[Any,
     """The tiny DiT on the training caches, its held-out loss logged along the way; returns (its config, the
     exported ``ours`` folder, the held-out loss by step)."""
     from wanmodel.train.dit import train_dit, train_dit_ray
+    from wanmodel.train.metrics import logged_losses
 
     validation = {"lake": paths.val_lake, "every": cfg.val_every, "sigmas": cfg.val_sigmas, "seed": cfg.val_seed}
     tcfg = train_config(cfg, paths, empty_text_key=empty_prompt_key(cfg, paths, vae), validation=validation)
@@ -328,10 +329,8 @@ def train_dit_step(cfg: ToyWorldConfig, paths: ToyPaths, vae: str) -> tuple[Any,
     exported = Path(tcfg.export_dir) / "ours"
     if not (exported / "config.json").is_file():
         raise RuntimeError(f"the trainer exported no model to {exported}")
-    from wanmodel.train.metrics import logged_losses
-
-    # the run's whole curve: a demo run again over a finished DiT resumes at its last step and validates nothing
-    return tcfg, str(exported), {**logged_losses(tcfg.metrics_dir)[1], **result.val_losses}
+    # the run's whole curve, from every process that trained it (a demo run again resumes at the last step)
+    return tcfg, str(exported), logged_losses(tcfg.metrics_dir)[1]
 
 
 def untrained_model(tcfg: Any, out: Path) -> str:

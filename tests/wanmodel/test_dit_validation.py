@@ -26,7 +26,7 @@ def test_held_out_loss_falls_and_changes_no_training_step(tmp_path: Path) -> Non
     are bit for bit those of a run without validation (it draws from no generator the training uses)."""
     from wanmodel.models.dit_adapters import load_dit
     from wanmodel.train.dit import Runtime, build_model, train_dit
-    from wanmodel.train.dit_validation import ValidationSet
+    from wanmodel.train.dit_validation import ValidationSet, held_out_index
 
     lake, held = write_lake(tmp_path / "lake"), write_lake(tmp_path / "held", per_bucket=3)
     optim = {"lr": 3e-3, "warmup_steps": 5}
@@ -41,7 +41,7 @@ def test_held_out_loss_falls_and_changes_no_training_step(tmp_path: Path) -> Non
     assert curve == sorted(curve, reverse=True) and curve[-1] < 0.7 * curve[0], curve  # measured: 64 %
 
     untrained = build_model(cfg, Runtime(torch.device("cpu"), 0, 1, None))  # the run's initial weights
-    val = ValidationSet(held, list(BUCKETS), text_dim=untrained.config.text_dim,
+    val = ValidationSet(held, held_out_index(held, list(BUCKETS)), text_dim=untrained.config.text_dim,
                         text_len=untrained.config.text_len, sigmas=[0.2, 0.4, 0.6, 0.8], seed=1234)
     assert val.rows == 6
     assert val.loss(untrained) == with_val.val_losses[0]
@@ -102,15 +102,16 @@ def test_bad_validation_lake_fails_before_any_step(tmp_path: Path, case: str, me
 def test_held_out_loss_does_not_depend_on_the_batch_size(tmp_path: Path) -> None:
     """``batch_size`` is a memory setting: each row's noise comes from (seed, latent_id), not from its batch."""
     from wanmodel.models.dit import WanDiT
-    from wanmodel.train.dit_validation import ValidationSet
+    from wanmodel.train.dit_validation import ValidationSet, held_out_index
 
     held = write_lake(tmp_path / "held", per_bucket=3)
     torch.manual_seed(0)
     model = WanDiT("tiny").eval()
     torch.nn.init.normal_(model.head.head.weight, std=0.02)  # not the zero-initialised head: the forward counts
-    losses = [ValidationSet(held, None, text_dim=model.config.text_dim, text_len=model.config.text_len,
+    index = held_out_index(held, None)
+    losses = [ValidationSet(held, index, text_dim=model.config.text_dim, text_len=model.config.text_len,
                             sigmas=[0.3, 0.7], seed=5, batch_size=b).loss(model) for b in (1, 3, 16)]
     assert losses == pytest.approx([losses[0]] * 3, rel=1e-6)
-    other_seed = ValidationSet(held, None, text_dim=model.config.text_dim, text_len=model.config.text_len,
+    other_seed = ValidationSet(held, index, text_dim=model.config.text_dim, text_len=model.config.text_len,
                                sigmas=[0.3, 0.7], seed=6).loss(model)
     assert abs(other_seed - losses[0]) > 1e-4  # the seed does pick the noise

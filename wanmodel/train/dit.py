@@ -37,7 +37,6 @@ from wanmodel.parallel.parallelize import (
 from wanmodel.train import checkpointing as ckpt
 from wanmodel.train.dit_config import DiTTrainConfig
 from wanmodel.train.dit_data import (
-    DataError,
     LatentIndex,
     StageData,
     StepInputs,
@@ -45,7 +44,7 @@ from wanmodel.train.dit_data import (
     check_text_keys,
     stage_buckets,
 )
-from wanmodel.train.dit_validation import ValidationSet
+from wanmodel.train.dit_validation import ValidationSet, held_out_index
 from wanmodel.train.metrics import (
     MetricsWriter,
     dit_train_flops,
@@ -182,27 +181,25 @@ def train_step(cfg: DiTTrainConfig, model: WanDiT, opt: torch.optim.Optimizer, i
 
 
 # -------------------------------------------------------------------------------------------- validation
-def validation_set(cfg: DiTTrainConfig, config: DiTConfig, stage: StageData) -> ValidationSet | None:
-    """The held-out latents of the run's buckets (config ``validation``), checked like the training ones."""
+def validation_index(cfg: DiTTrainConfig, config: DiTConfig, stage: StageData) -> LatentIndex | None:
+    """The held-out latents of the run's buckets (config ``validation``), checked like the training ones: each
+    bucket's shape, fits the DiT, every caption embedded (keys only)."""
     v = cfg.validation
     if v is None:
         return None
-    val = ValidationSet(Lake(v.lake, v.storage_options), stage.buckets, text_dim=config.text_dim,
-                        text_len=config.text_len, sigmas=v.sigmas, seed=v.seed, batch_size=v.batch_size,
-                        normalize=cfg.normalize_latents)
-    val.check(config.in_dim, config.patch_size, stage.shapes)
-    return val
+    lake = Lake(v.lake, v.storage_options)
+    index = held_out_index(lake, stage.buckets)
+    index.check(in_dim=config.in_dim, patch=config.patch_size, global_batch=1, expected=stage.shapes)
+    check_text_keys(lake, index)
+    return index
 
 
-def _same_validation_rows(cfg: DiTTrainConfig, val: ValidationSet | None, rt: Runtime) -> None:
-    """Every rank read the same held-out rows (each reads the lake itself): else their forwards would not pair up."""
-    if val is None or rt.world == 1:
-        return
-    counts = torch.tensor([val.rows, -val.rows], device=rt.device)
-    dist.all_reduce(counts, op=dist.ReduceOp.MAX)
-    if int(counts[0]) != -int(counts[1]):
-        raise DataError(f"the ranks read {-int(counts[1])} to {int(counts[0])} held-out latents from "
-                        f"{cfg.validation.lake}: the validation lake changed under the run")  # type: ignore[union-attr]
+def validation_set(cfg: DiTTrainConfig, config: DiTConfig, index: LatentIndex | None) -> ValidationSet | None:
+    v = cfg.validation
+    if v is None or index is None:
+        return None
+    return ValidationSet(Lake(v.lake, v.storage_options), index, text_dim=config.text_dim, text_len=config.text_len,
+                         sigmas=v.sigmas, seed=v.seed, batch_size=v.batch_size, normalize=cfg.normalize_latents)
 
 
 def _validate(cfg: DiTTrainConfig, val: ValidationSet | None, model: WanDiT, rt: Runtime, step: int,
@@ -224,9 +221,10 @@ def _validate(cfg: DiTTrainConfig, val: ValidationSet | None, model: WanDiT, rt:
 
 
 # -------------------------------------------------------------------------------------------------- the loop
-def train_loop(cfg: DiTTrainConfig, index: LatentIndex, device: torch.device,
-               on_log: Any = None) -> DiTTrainResult:
-    """The training loop of one worker (or the one process)."""
+def train_loop(cfg: DiTTrainConfig, index: LatentIndex, device: torch.device, on_log: Any = None,
+               val_index: LatentIndex | None = None) -> DiTTrainResult:
+    """The training loop of one worker (or the one process); ``val_index``: the driver's ``validation_index``
+    (read here when not given)."""
     rt = _runtime(cfg, device)
     model = build_model(cfg, rt)
     lake = Lake(cfg.lake, cfg.storage_options)
@@ -244,8 +242,9 @@ def train_loop(cfg: DiTTrainConfig, index: LatentIndex, device: torch.device,
     timesteps = LogitNormal(cfg.timesteps.mean, cfg.timesteps.std, cfg.timesteps.shift)
     writer = MetricsWriter(cfg.metrics_dir, total=cfg.steps, start=step, enabled=rt.rank == 0)
     meter = _Meter(cfg, model.config, rt, index)
-    val = validation_set(cfg, model.config, stage)
-    _same_validation_rows(cfg, val, rt)
+    if val_index is None:
+        val_index = validation_index(cfg, model.config, stage)
+    val = validation_set(cfg, model.config, val_index)
     _validate(cfg, val, model, rt, step, writer, result)  # step 0, or a resumed validation step again (same value)
     while step < cfg.steps:
         inputs = data.inputs(step, timesteps)
@@ -334,8 +333,9 @@ class _Meter:
 
 
 # ------------------------------------------------------------------------------------------- entry points
-def prepare(cfg: DiTTrainConfig) -> LatentIndex:
-    """Every check that can run before a step: parallel sizes, buckets with data, latent shapes, text keys."""
+def prepare(cfg: DiTTrainConfig) -> tuple[LatentIndex, LatentIndex | None]:
+    """Every check that can run before a step: parallel sizes, buckets with data, latent shapes, text keys, the
+    same for the held-out latents; returns the training index and the held-out one (None without validation)."""
     config = DiTConfig.named(cfg.model, **cfg.model_overrides)
     dims = ParallelDims(cfg.num_workers, dp_replicate=cfg.parallel.dp_replicate, fsdp=cfg.parallel.fsdp,
                         ulysses=cfg.parallel.ulysses, ring=cfg.parallel.ring)
@@ -346,7 +346,7 @@ def prepare(cfg: DiTTrainConfig) -> LatentIndex:
     index.check(in_dim=config.in_dim, patch=config.patch_size, global_batch=cfg.global_batch_size,
                 expected=stage.shapes)
     check_text_keys(lake, index)
-    validation_set(cfg, config, stage)  # the held-out latents: there, of the run's shapes, captions embedded
+    val_index = validation_index(cfg, config, stage)
     if cfg.global_batch_size % dims.data_parallel:
         raise ValueError(f"global_batch_size {cfg.global_batch_size} is not divisible by the "
                          f"{dims.data_parallel} data shards of {dims.describe()}")
@@ -354,14 +354,14 @@ def prepare(cfg: DiTTrainConfig) -> LatentIndex:
     if per_shard % cfg.grad_accum_steps:
         raise ValueError(f"each of the {dims.data_parallel} data shards takes {per_shard} "
                          f"samples a step: not divisible into grad_accum_steps {cfg.grad_accum_steps} micro-batches")
-    return index
+    return index, val_index
 
 
 def train_dit(cfg: DiTTrainConfig, on_log: Any = None) -> DiTTrainResult:
     """One process, no Ray: checks, the loop, then the export of the final checkpoint."""
-    index = prepare(cfg)
+    index, val_index = prepare(cfg)
     device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
-    result = train_loop(cfg, index, device, on_log)
+    result = train_loop(cfg, index, device, on_log, val_index)
     result.exported = _export(cfg)
     return result
 
@@ -381,8 +381,8 @@ def train_dit_ray(cfg: DiTTrainConfig) -> DiTTrainResult:
     """``cfg.num_workers`` Ray Train workers; the driver checks the data first and exports at the end."""
     from wanmodel.train.dit_ray import run_trainer
 
-    index = prepare(cfg)
-    losses, val_losses = run_trainer(cfg, len(index.rows))
+    index, val_index = prepare(cfg)
+    losses, val_losses = run_trainer(cfg, len(index.rows), val_index)
     result = DiTTrainResult(losses=losses, val_losses=val_losses,
                             checkpoint=str(ckpt.latest_checkpoint(cfg.checkpoint_dir) or "") or None)
     result.exported = _export(cfg)

@@ -73,7 +73,7 @@ class ValidationSection(Strict):
     lake: str
     storage_options: dict[str, str] | None = None
     every: int = Field(500, gt=0)
-    sigmas: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8], min_length=1)
+    sigmas: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
     seed: int = 1234
     batch_size: int = Field(16, gt=0)  # samples per forward (a held-out latent at one sigma); memory only
 

@@ -1,6 +1,7 @@
 """The DiT's held-out flow-matching loss: what ``validation`` in the training config logs as ``val_loss``.
 
-    val = ValidationSet(Lake("out/val_lake"), ["i32_1x1", "v32_1x1"], text_dim=32, text_len=16,
+    lake = Lake("out/val_lake")
+    val = ValidationSet(lake, held_out_index(lake, ["i32_1x1", "v32_1x1"]), text_dim=32, text_len=16,
                         sigmas=[0.2, 0.4, 0.6, 0.8], seed=1234)
     val.loss(model)   # mean loss over every held-out latent at every sigma
 
@@ -12,7 +13,9 @@ other rows the lake holds; and nothing here touches the global random state, so 
 same steps as one without it (and resumes as exactly).
 
 The held-out latents sit in a lake of their own (the encode job's ``latents`` and ``text_embeddings`` of the
-held-out clips), read once. Under Ray Train every rank runs the whole set, in the same batches (FSDP gathers the
+held-out clips). The index is read once, by the driver (``held_out_index``), and handed to every rank like the
+training index, so all ranks hold the same rows; the caption embeddings are loaded once per rank, the latents of a
+batch at each validation. Under Ray Train every rank runs the whole set, in the same batches (FSDP gathers the
 weights, context parallelism shards each batch's tokens): keep it small, it costs ``rows x sigmas`` samples of
 forward passes per validation on every rank.
 """
@@ -30,7 +33,7 @@ from wanmodel.diffusion.flow_matching import flow_matching_loss
 from wanmodel.train.dit_config import check_sigmas
 from wanmodel.train.dit_data import DataError, LatentIndex, LatentStore, TextStore
 
-__all__ = ["ValidationSet", "ok_buckets"]
+__all__ = ["ValidationSet", "held_out_index", "ok_buckets"]
 
 
 def ok_buckets(lake: Lake) -> list[str]:
@@ -41,19 +44,25 @@ def ok_buckets(lake: Lake) -> list[str]:
     return sorted(set(column.to_pylist()))
 
 
-class ValidationSet:
-    """The held-out latents of ``buckets`` (None: every bucket with rows), their captions' embeddings, and the
-    fixed sigmas and noise seed of the loss; ``batch_size`` counts samples (a row at one sigma) per forward."""
+def held_out_index(lake: Lake, buckets: Sequence[str] | None) -> LatentIndex:
+    """The ``ok`` latents of ``buckets`` (None: every bucket with rows) in the validation lake; an error naming the
+    buckets it does hold when none of them has rows."""
+    present = ok_buckets(lake)
+    wanted = present if buckets is None else [b for b in buckets if b in present]
+    if not wanted:
+        raise DataError(f"the validation lake {lake.root} has no latents (status ok) in the run's buckets "
+                        f"{list(buckets or [])}; it holds {present or 'none'}")
+    return LatentIndex.from_lake(lake, wanted)
 
-    def __init__(self, lake: Lake, buckets: Sequence[str] | None, *, text_dim: int, text_len: int,
-                 sigmas: Sequence[float], seed: int, batch_size: int = 16, normalize: bool = True) -> None:
+
+class ValidationSet:
+    """The held-out latents of ``index`` (``held_out_index``), their captions' embeddings, and the fixed sigmas and
+    noise seed of the loss; ``batch_size`` counts samples (a row at one sigma) per forward."""
+
+    def __init__(self, lake: Lake, index: LatentIndex, *, text_dim: int, text_len: int, sigmas: Sequence[float],
+                 seed: int, batch_size: int = 16, normalize: bool = True) -> None:
         check_sigmas(sigmas)
-        present = ok_buckets(lake)
-        wanted = present if buckets is None else [b for b in buckets if b in present]
-        if not wanted:
-            raise DataError(f"the validation lake {lake.root} has no latents (status ok) in the run's buckets "
-                            f"{list(buckets or [])}; it holds {present or 'none'}")
-        self.index = LatentIndex.from_lake(lake, wanted)
+        self.index = index
         self.store = LatentStore(lake, self.index)
         self.text = TextStore(lake, self.index, text_dim, text_len)
         self.sigmas, self.seed = [float(s) for s in sigmas], seed
@@ -62,10 +71,6 @@ class ValidationSet:
     @property
     def rows(self) -> int:
         return len(self.index.rows)
-
-    def check(self, in_dim: int, patch: Sequence[int], expected: dict[str, tuple[int, ...]] | None = None) -> None:
-        """Every held-out latent has its bucket's shape (the curriculum's, else its first row's) and fits the DiT."""
-        self.index.check(in_dim=in_dim, patch=patch, global_batch=1, expected=expected)
 
     def loss(self, model: Any, *, device: torch.device | None = None,
              autocast: contextlib.AbstractContextManager[Any] | None = None) -> float:
